@@ -1,0 +1,153 @@
+"""Every basic op: hand-written backward against central finite differences in float64 (Hypothesis)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minisnn import Function, Tensor
+from minisnn.functions import basic as F
+from minisnn.gradcheck import GradientCheckError, gradcheck
+
+EXAMPLES = settings(max_examples=25, deadline=None)
+shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
+
+
+def values(shape, lo=-2.0, hi=2.0):
+    return hnp.arrays(np.float64, shape, elements=st.floats(lo, hi, allow_nan=False, width=64))
+
+
+@st.composite
+def broadcast_pair(draw):
+    """Two shapes that broadcast against each other (some axes 1, some dropped)."""
+    shape = draw(shapes)
+    other = tuple(1 if draw(st.booleans()) else n for n in shape)
+    other = other[draw(st.integers(0, len(other) - 1)):]
+    a, b = (shape, other) if draw(st.booleans()) else (other, shape)
+    return draw(values(a)), draw(values(b))
+
+
+@EXAMPLES
+@given(broadcast_pair(), st.sampled_from(["add", "sub", "mul"]))
+def test_binary_arithmetic_with_broadcasting(pair, op):
+    gradcheck(getattr(F, op), *pair)
+
+
+@EXAMPLES
+@given(broadcast_pair())
+def test_div(pair):
+    a, b = pair
+    b = np.where(np.abs(b) < 0.5, 0.5 + np.abs(b), b)  # keep away from the pole at 0
+    gradcheck(F.div, a, b)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values))
+def test_neg_exp(x):
+    gradcheck(F.neg, x)
+    gradcheck(F.exp, x)
+
+
+@EXAMPLES
+@given(shapes.flatmap(lambda s: values(s, 0.2, 3.0)), st.sampled_from([2, 3, 0.5, -1.5]))
+def test_pow_log(x, c):
+    gradcheck(F.log, x)
+    gradcheck(lambda t: F.pow(t, c), x)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values))
+def test_clip(x):
+    x = np.where(np.abs(np.abs(x) - 1.0) < 1e-3, 0.0, x)  # keep away from the kinks at +-1
+    gradcheck(lambda t: F.clip(t, -1.0, 1.0), x)
+
+
+@EXAMPLES
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.data())
+def test_matmul(n, k, m, data):
+    a = data.draw(values((n, k)))
+    b = data.draw(values((k, m)))
+    gradcheck(F.matmul, a, b)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values), st.data())
+def test_reshape_transpose(x, data):
+    gradcheck(lambda t: F.reshape(t, (x.size,)), x)
+    axes = tuple(data.draw(st.permutations(range(x.ndim))))
+    gradcheck(lambda t: F.transpose(t, axes), x)
+    gradcheck(lambda t: F.transpose(t), x)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values), st.data(), st.booleans())
+def test_sum_mean(x, data, keepdims):
+    axis = data.draw(st.none() | st.integers(-x.ndim, x.ndim - 1))
+    gradcheck(lambda t: F.sum(t, axis, keepdims), x)
+    gradcheck(lambda t: F.mean(t, axis, keepdims), x)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values), st.data(), st.booleans())
+def test_max(x, data, keepdims):
+    x = x + np.arange(x.size).reshape(x.shape) * 1e-2  # distinct values: max is differentiable
+    axis = data.draw(st.none() | st.integers(0, x.ndim - 1))
+    gradcheck(lambda t: F.max(t, axis, keepdims), x)
+
+
+@EXAMPLES
+@given(broadcast_pair())
+def test_broadcast_to_and_sum_to(pair):
+    a, b = pair
+    big = np.broadcast_shapes(a.shape, b.shape)
+    gradcheck(lambda t: F.broadcast_to(t, big), a)
+    full = np.broadcast_to(a, big).copy()
+    gradcheck(lambda t: F.sum_to(t, a.shape), full)
+
+
+@EXAMPLES
+@given(shapes.flatmap(values), st.data())
+def test_getitem(x, data):
+    i = data.draw(st.integers(0, x.shape[0] - 1))
+    gradcheck(lambda t: F.getitem(t, i), x)
+    gradcheck(lambda t: F.getitem(t, slice(None, None, 2)), x)
+    picks = np.array(data.draw(st.lists(st.integers(0, x.shape[0] - 1), min_size=1, max_size=5)))
+    gradcheck(lambda t: F.getitem(t, picks), x)  # repeated indices must accumulate
+
+
+@EXAMPLES
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=3), st.integers(1, 3), st.data())
+def test_concatenate_and_stack(sizes, width, data):
+    xs = [data.draw(values((n, width))) for n in sizes]
+    gradcheck(lambda *ts: F.concatenate(ts, axis=0), *xs)
+    same = [data.draw(values((2, width))) for _ in sizes]
+    axis = data.draw(st.integers(0, 2))
+    gradcheck(lambda *ts: F.stack(ts, axis=axis), *same)
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class WrongSquare(Function):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, gy):
+            return gy * self.x  # missing the factor 2
+
+    with pytest.raises(GradientCheckError, match="index"):
+        gradcheck(lambda t: WrongSquare()(t), np.array([1.0, 2.0, 3.0]))
+
+
+def test_gradcheck_requires_float64():
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(F.exp, np.ones(3, dtype=np.float32))
+
+
+def test_operators_dispatch_to_the_ops():
+    a = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True)
+    y = (2 - a) * a / 2 + a ** 2 - (-a) + 1 / (a + 1) + a @ a.T
+    y.sum().backward()
+    x = a.data
+    ones = np.ones((2, 2))
+    # d/da of sum(a @ a.T) = ones @ a + ones^T @ a
+    expected = (2 - 2 * x) / 2 + 2 * x + 1 - 1 / (x + 1) ** 2 + ones @ x + ones.T @ x
+    np.testing.assert_allclose(a.grad, expected, rtol=1e-12)
