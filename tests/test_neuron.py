@@ -1,0 +1,260 @@
+"""The LIF neuron: forward against plain references, hand-written STBP backward against finite
+differences (smooth spike) and against autograd over the unrolled graph (Heaviside spike)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minisnn import nn
+from minisnn.backend import DeviceError, xp_for
+from minisnn.core import Function, Tensor, no_grad
+from minisnn.functions import basic
+from minisnn.functions.neuron import LIF, lif
+from minisnn.functions.surrogate import get_surrogate
+from minisnn.gradcheck import gradcheck, numerical_grad
+
+HEAVISIDE = ["rectangular", "sigmoid", "atan", "triangle"]
+
+
+@st.composite
+def lif_cases(draw):
+    """Random T in 1..8, batch and feature shapes, V_th, tau_decay, and input currents."""
+    T = draw(st.integers(1, 8))
+    shape = (T, draw(st.integers(1, 3))) + tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    v_th = draw(st.floats(0.1, 1.5))
+    tau = draw(st.floats(0.05, 1.0))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.normal(0.6 * v_th, v_th, size=shape)  # currents around threshold: some steps fire
+    return x, v_th, tau
+
+
+def reference_lif(x, v_th, tau, spike=lambda v: float(v >= 0), reset=None):
+    """Plain per-timestep, per-neuron Python loop over floats.
+
+    reset: optional array of o values to use, frozen, in the reset factor (1 - o[t-1]).
+    """
+    T = x.shape[0]
+    flat = x.reshape(T, -1)
+    u, o = np.zeros_like(flat), np.zeros_like(flat)
+    for i in range(flat.shape[1]):
+        u_prev = o_prev = 0.0
+        for t in range(T):
+            if reset is not None:
+                o_prev = reset.reshape(T, -1)[t - 1, i] if t > 0 else 0.0
+            u[t, i] = tau * u_prev * (1 - o_prev) + float(flat[t, i])
+            o[t, i] = spike(u[t, i] - v_th)
+            u_prev, o_prev = u[t, i], o[t, i]
+    return u.reshape(x.shape), o.reshape(x.shape)
+
+
+class SpikeFn(Function):
+    """o = H(v) forward, surrogate h'(v) backward: the one non-basic op of the unrolled graph."""
+
+    def __init__(self, surrogate):
+        self.surrogate = surrogate
+
+    def forward(self, v):
+        self.v = v
+        return self.surrogate.spike(v)
+
+    def backward(self, gy):
+        return gy * self.surrogate.grad(self.v)
+
+
+def unrolled_lif(x, v_th, tau, surrogate, detach_reset):
+    """The LIF built from basic ops, one timestep at a time; the engine's autograd differentiates it."""
+    outputs = []
+    u_prev = o_prev = None
+    for t in range(x.shape[0]):
+        x_t = basic.getitem(x, t)
+        if t == 0:
+            u = x_t                                                     # u[-1] = o[-1] = 0
+        else:
+            reset = o_prev.detach() if detach_reset else o_prev
+            u = basic.add(basic.mul(basic.mul(tau, u_prev), basic.sub(1.0, reset)), x_t)
+        o = SpikeFn(surrogate)(basic.sub(u, v_th))
+        outputs.append(o)
+        u_prev, o_prev = u, o
+    return basic.stack(outputs)
+
+
+# ---------------------------------------------------------------------------------- forward
+def test_known_trace_for_one_neuron():
+    # V_th = 0.5, tau = 0.25, constant x = 0.45:
+    # u0 = 0.45 (no spike); u1 = 0.25*0.45 + 0.45 = 0.5625 (spike); u2 = 0.45 after the reset; ...
+    x = np.full((6, 1), 0.45)
+    fn = LIF()
+    o = fn(Tensor(x)).data
+    np.testing.assert_allclose(fn.u[:, 0], [0.45, 0.5625, 0.45, 0.5625, 0.45, 0.5625])
+    np.testing.assert_array_equal(o[:, 0], [0, 1, 0, 1, 0, 1])
+    # x = 0.3: u = 0.3, 0.375, 0.39375, 0.3984375 -> 0.3 / (1 - 0.25) = 0.4 < V_th, never fires
+    fn = LIF()
+    o = fn(Tensor(np.full((4, 1), 0.3))).data
+    np.testing.assert_allclose(fn.u[:, 0], [0.3, 0.375, 0.39375, 0.3984375])
+    assert not o.any()
+    # x = 0.5 = V_th fires at once (H(0) = 1), and again after every reset
+    np.testing.assert_array_equal(lif(Tensor(np.full((3, 1), 0.5))).data[:, 0], [1, 1, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=lif_cases())
+def test_forward_matches_plain_python_loop(case):
+    x, v_th, tau = case
+    fn = LIF(v_th, tau)
+    o = fn(Tensor(x)).data
+    u_ref, o_ref = reference_lif(x, v_th, tau)
+    np.testing.assert_array_equal(o, o_ref)
+    np.testing.assert_allclose(fn.u, u_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept_and_spikes_are_stored_in_one_byte(dtype):
+    x = np.random.default_rng(0).normal(0.5, 0.5, size=(4, 3, 5)).astype(dtype)
+    t = Tensor(x, requires_grad=True)
+    fn = LIF()
+    y = fn(t)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert fn.u.dtype == dtype
+    assert fn.o.dtype.itemsize == 1, "Heaviside spikes must be saved as 1-byte arrays"
+    y.backward(np.ones_like(x))
+    assert t.grad.dtype == dtype
+
+
+def test_smooth_spike_is_stored_as_float():
+    fn = LIF(surrogate="smooth_sigmoid")
+    fn(Tensor(np.zeros((2, 3))))
+    assert fn.o.dtype == np.float64
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
+        lif(Tensor(np.zeros(5)))
+    with pytest.raises(TypeError, match="float"):
+        lif(Tensor(np.zeros((2, 3), dtype=np.int64)))
+    with pytest.raises(ValueError, match="tau_decay"):
+        lif(Tensor(np.zeros((2, 3))), tau_decay=1.5)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        lif(Tensor(np.zeros((2, 3))), surrogate="nope")
+
+
+# --------------------------------------------------------------------------------- backward
+@settings(max_examples=80, deadline=None)
+@given(case=lif_cases(), k=st.floats(1.0, 6.0))
+def test_smooth_spike_backward_matches_finite_differences(case, k):
+    x, v_th, tau = case
+    smooth = get_surrogate("smooth_sigmoid", k=k)
+    gradcheck(lambda t: lif(t, v_th, tau, smooth), x, atol=1e-7, rtol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=lif_cases(), k=st.floats(1.0, 6.0), seed=st.integers(0, 2**32 - 1))
+def test_smooth_spike_detach_reset_matches_finite_differences_with_frozen_reset(case, k, seed):
+    # detach_reset is the exact gradient of the LIF whose reset factor (1 - o[t-1]) is held at its
+    # current value: differentiate that function numerically.
+    x, v_th, tau = case
+    smooth = get_surrogate("smooth_sigmoid", k=k)
+    weight = np.random.default_rng(seed).standard_normal(x.shape)
+    t = Tensor(x.copy(), requires_grad=True)
+    lif(t, v_th, tau, smooth, detach_reset=True).backward(weight.copy())
+
+    _, frozen = reference_lif(x, v_th, tau, spike=smooth.spike)
+    frozen_lif = lambda xt: Tensor(reference_lif(xt.data, v_th, tau, smooth.spike, reset=frozen)[1])
+    numeric = numerical_grad(frozen_lif, [x.copy()], 0, weight, eps=1e-6)
+    np.testing.assert_allclose(t.grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=lif_cases(), name=st.sampled_from(HEAVISIDE), detach_reset=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_heaviside_backward_matches_autograd_of_unrolled_graph(case, name, detach_reset, seed):
+    x, v_th, tau = case
+    surrogate = get_surrogate(name)
+    weight = np.random.default_rng(seed).standard_normal(x.shape)
+
+    fused = Tensor(x.copy(), requires_grad=True)
+    y = lif(fused, v_th, tau, surrogate, detach_reset)
+    y.backward(weight.copy())
+
+    unrolled = Tensor(x.copy(), requires_grad=True)
+    y_ref = unrolled_lif(unrolled, v_th, tau, surrogate, detach_reset)
+    y_ref.backward(weight.copy())
+
+    np.testing.assert_array_equal(y.data, y_ref.data)
+    np.testing.assert_allclose(fused.grad, unrolled.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_detach_reset_known_gradients():
+    # V_th = 0.5, tau = 0.25, rectangular h' = 1 on |v| < 0.5; x = 0.6, 0.4, 0.1 gives
+    # u = 0.6 (spike), 0.4, 0.2 and, for L = sum(o), by the recursion (g = dL/du):
+    #   g2 = 1
+    #   g1 = (1 - tau u1 g2) * 1 + tau g2 (1 - o1) = 0.9 + 0.25 = 1.15     (detached: 1 + 0.25 = 1.25)
+    #   g0 = (1 - tau u0 g1) * 1 + tau g1 (1 - o0) = 1 - 0.25*0.6*1.15 = 0.8275   (detached: 1)
+    x = np.array([[0.6], [0.4], [0.1]])
+    for detach, expected in ((False, [0.8275, 1.15, 1.0]), (True, [1.0, 1.25, 1.0])):
+        t = Tensor(x.copy(), requires_grad=True)
+        lif(t, detach_reset=detach).backward(np.ones_like(x))
+        np.testing.assert_allclose(t.grad[:, 0], expected, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ module
+def test_module_matches_function_keeps_no_state_and_records():
+    x = np.random.default_rng(1).normal(0.5, 0.5, size=(5, 2, 3))
+    layer = nn.LIF(v_th=0.4, tau_decay=0.5, surrogate="sigmoid", k=8)
+    assert layer.surrogate.k == 8.0 and layer.parameters() == []
+    first = layer(Tensor(x)).data
+    np.testing.assert_array_equal(first, lif(Tensor(x), 0.4, 0.5).data)
+    np.testing.assert_array_equal(layer(Tensor(x)).data, first)  # every call starts from rest
+    assert layer.last_spikes is None and layer.last_membrane is None
+
+    layer.record = True
+    with no_grad():
+        out = layer(Tensor(x))
+    assert layer.last_spikes is out.data
+    np.testing.assert_allclose(layer.last_membrane, reference_lif(x, 0.4, 0.5)[0], rtol=1e-12)
+    assert "sigmoid" in repr(layer).lower()
+
+
+def test_module_gradient_flows_and_rejects_bad_settings():
+    x = Tensor(np.random.default_rng(2).normal(0.5, 0.5, size=(3, 4)), requires_grad=True)
+    nn.LIF(detach_reset=True)(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (3, 4)
+    with pytest.raises(ValueError, match="tau_decay"):
+        nn.LIF(tau_decay=-0.1)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        nn.LIF(surrogate="step")
+
+
+# ---------------------------------------------------------------------------------- GPU path
+def _cupy_or_skip():
+    try:
+        return xp_for("cuda")
+    except DeviceError as err:
+        pytest.skip(f"no usable GPU: {err}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("name", HEAVISIDE)
+def test_fused_cupy_kernels_match_numpy_path(name, detach_reset, dtype):
+    cp = _cupy_or_skip()
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.4, 0.6, size=(6, 7, 3, 5)).astype(dtype)
+    weight = rng.standard_normal(x.shape).astype(dtype)
+    surrogate = get_surrogate(name)
+    results = []
+    for to in (np.asarray, cp.asarray):
+        t = Tensor(to(x), requires_grad=True)
+        fn = LIF(0.5, 0.3, surrogate, detach_reset)
+        y = fn(t)
+        saved = fn.u, fn.o
+        y.backward(to(weight))
+        results.append([np.asarray(a if isinstance(a, np.ndarray) else a.get())
+                        for a in (y.data, *saved, t.grad)])
+    assert fn.fused, "CuPy input with a named Heaviside surrogate should take the fused kernels"
+    (y0, u0, o0, g0), (y1, u1, o1, g1) = results
+    assert y1.dtype == dtype and o1.dtype == np.uint8
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(o1, o0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(u1, u0, rtol=tol, atol=tol)
+    np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol)
