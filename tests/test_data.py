@@ -1,0 +1,410 @@
+"""Data layer: safe CIFAR-10 reading, checked download and extraction, transforms, seeded batches, digits."""
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minisnn.data import (CIFAR10_MEAN, DIGITS_MEAN, DIGITS_STD, BatchIterator, DatasetError, crop_and_flip,
+                          default_data_dir, download_file, get_dataset, load_cifar10, load_digits, normalize,
+                          random_crop, random_flip, read_batch)
+from minisnn.data import cifar10
+from minisnn.data.cifar10 import extract_cifar10
+
+FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+
+
+# ------------------------------------------------------------------ helpers
+def write_batch(path, data, labels):
+    """A batch file like the official ones (protocol 3: NumPy arrays need no _codecs global then)."""
+    path.write_bytes(pickle.dumps({b"batch_label": b"test", b"data": data, b"labels": labels}, protocol=3))
+
+
+def make_folder(root, n=6, seed=0):
+    """A tiny valid cifar-10-batches-py folder under root; returns it and its images per file."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    content = {}
+    for name in FILES:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        write_batch(folder / name, data, labels)
+        content[name] = (data, labels)
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"x"] * 10}, protocol=3))
+    return folder, content
+
+
+def make_archive(root, members=None):
+    """A gzip tar of a tiny folder (or of the given {name: bytes}); returns its path and MD5."""
+    archive = root / "upload" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir(parents=True)
+    if members is None:
+        folder, _ = make_folder(root / "src")
+        members = {f"cifar-10-batches-py/{p.name}": p.read_bytes() for p in folder.iterdir()}
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, payload, status, headers):
+        super().__init__(payload)
+        self.status, self.headers = status, headers
+
+
+def fake_server(payload, honour_range=True, log=None):
+    """A urlopen replacement serving ``payload``, answering Range requests with 206 if honour_range."""
+    def urlopen(request, timeout=None):
+        wanted = request.get_header("Range")
+        if log is not None:
+            log.append(wanted)
+        if wanted and honour_range:
+            start = int(wanted.split("=")[1].rstrip("-"))
+            return FakeResponse(payload[start:], 206, {"Content-Range": f"bytes {start}-{len(payload) - 1}/"
+                                                       f"{len(payload)}", "Content-Length": len(payload) - start})
+        return FakeResponse(payload, 200, {"Content-Length": len(payload)})
+    return urlopen
+
+
+# ------------------------------------------------------------------ reading the real sample
+def test_reads_real_cifar10_sample(cifar_sample):
+    train_x, train_y, test_x, test_y = load_cifar10(cifar_sample)
+    assert train_x.shape == (5085, 3, 32, 32) and train_x.dtype == np.uint8
+    assert test_x.shape == (517, 3, 32, 32) and test_x.dtype == np.uint8
+    assert train_y.shape == (5085,) and test_y.shape == (517,)
+    assert train_y.dtype == np.int64 and test_y.dtype == np.int64
+    assert set(np.unique(train_y)) == set(range(10)) and set(np.unique(test_y)) == set(range(10))
+    # Channel-first layout: per-channel means of the sample match the full training set's (to 0.01);
+    # a wrong reshape mixes the red, green and blue planes and misses by more.
+    assert np.allclose((train_x / 255).mean(axis=(0, 2, 3)), CIFAR10_MEAN, atol=0.01)
+    # The folder itself is accepted as data_dir too.
+    same_x, same_y, _, _ = load_cifar10(cifar_sample / "cifar-10-batches-py")
+    assert np.array_equal(same_x, train_x) and np.array_equal(same_y, train_y)
+
+
+def test_cache_dir_from_environment(cifar_sample, monkeypatch):
+    monkeypatch.setenv("MINISNN_DATA", str(cifar_sample))
+    assert default_data_dir() == cifar_sample
+    assert load_cifar10()[2].shape == (517, 3, 32, 32)
+
+
+def test_missing_data_explains_manual_steps(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_cifar10(tmp_path)
+    text = str(err.value)
+    assert str(tmp_path) in text and cifar10.CIFAR10_URL in text and cifar10.CIFAR10_MD5 in text
+    assert "--data-dir" in text
+
+
+# ------------------------------------------------------------------ corrupt and unsafe files
+def test_truncated_batch_names_the_file(cifar_sample, tmp_path):
+    folder, _ = make_folder(tmp_path)
+    real = (cifar_sample / "cifar-10-batches-py" / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(real[:len(real) // 2])
+    with pytest.raises(DatasetError, match="data_batch_3.*truncated"):
+        load_cifar10(tmp_path)
+
+
+def test_corrupted_batch_names_the_file(cifar_sample, tmp_path):
+    real = bytearray((cifar_sample / "cifar-10-batches-py" / "test_batch").read_bytes())
+    real[:64] = b"\xff" * 64
+    path = tmp_path / "test_batch"
+    path.write_bytes(bytes(real))
+    with pytest.raises(DatasetError, match="test_batch"):
+        read_batch(path)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ({b"data": np.zeros((2, 3072), np.uint8)}, "keys"),
+    ([1, 2, 3], "keys"),
+    ({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, "shape"),
+    ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "uint8"),
+    ({b"data": [[0] * 3072] * 2, b"labels": [0, 1]}, "uint8"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, -1]}, "0..9"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1, 2]}, "labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": ["a", "b"]}, "labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[0], [1, 2]]}, "labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, "keys"),
+])
+def test_wrong_content_is_refused(tmp_path, content, problem):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(content, protocol=3))
+    with pytest.raises(DatasetError, match=problem) as err:
+        read_batch(path)
+    assert str(path) in str(err.value)
+
+
+class WritesFile:
+    """Unpickling this with plain pickle runs exec, which writes the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"with open({self.marker!r}, 'w') as f: f.write('pwned')",)
+
+
+class RunsShell:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.mark.parametrize("attack", [WritesFile, RunsShell])
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, attack):
+    marker = tmp_path / "executed"
+    payload = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": attack(marker)}, protocol=3)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(payload)
+    with pytest.raises(DatasetError, match="forbidden global") as err:
+        read_batch(path)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+    if attack is WritesFile:  # the payload is real: plain pickle does run it
+        pickle.loads(payload)
+        assert marker.read_text() == "pwned"
+
+
+# ------------------------------------------------------------------ archive: MD5 first, safe extraction
+def test_placed_archive_with_wrong_md5_is_not_extracted(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    with pytest.raises(DatasetError, match="MD5"):
+        load_cifar10(archive.parent)
+    assert not (archive.parent / "cifar-10-batches-py").exists()
+
+
+def test_placed_archive_with_right_md5_is_extracted(tmp_path, monkeypatch):
+    archive, md5 = make_archive(tmp_path)
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", md5)
+    train_x, train_y, test_x, test_y = load_cifar10(archive.parent)
+    assert train_x.shape == (30, 3, 32, 32) and test_x.shape == (6, 3, 32, 32)
+    assert (archive.parent / "cifar-10-batches-py" / "batches.meta").exists()
+
+
+@pytest.mark.parametrize("bad_name", ["cifar-10-batches-py/../evil", "/tmp/evil", "evil", "cifar-10-batches-py/x"])
+def test_extraction_refuses_unexpected_members(tmp_path, bad_name):
+    archive, _ = make_archive(tmp_path, {"cifar-10-batches-py/data_batch_1": b"x", bad_name: b"evil"})
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(DatasetError, match="unexpected archive member"):
+        extract_cifar10(archive, dest)
+    assert list(dest.iterdir()) == [] and not (tmp_path / "evil").exists()
+
+
+def test_extraction_refuses_links(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(DatasetError, match="unexpected archive member"):
+        extract_cifar10(archive, tmp_path)
+
+
+# ------------------------------------------------------------------ download
+def test_download_from_file_url_then_load(tmp_path, monkeypatch):
+    archive, md5 = make_archive(tmp_path)
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", md5)
+    cache = tmp_path / "cache"
+    train_x, _, test_x, _ = load_cifar10(cache, download=True)
+    assert train_x.shape == (30, 3, 32, 32) and test_x.shape == (6, 3, 32, 32)
+    assert (cache / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
+    assert not (cache / "cifar-10-python.tar.gz.part").exists()
+
+
+def test_download_with_wrong_md5_is_deleted_and_not_extracted(tmp_path, monkeypatch):
+    archive, _ = make_archive(tmp_path)
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match="MD5") as err:
+        load_cifar10(cache, download=True)
+    assert "--data-dir" in str(err.value)
+    assert not any(cache.iterdir())  # no archive, no .part, no extracted folder
+
+
+def test_download_resumes_a_partial_file(tmp_path, monkeypatch):
+    payload = np.random.default_rng(1).integers(0, 256, size=10_000, dtype=np.uint8).tobytes()
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(payload[:4321])
+    log = []
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, log=log))
+    download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest(), chunk_size=1000)
+    assert log == ["bytes=4321-"]
+    assert dest.read_bytes() == payload and not (tmp_path / "file.bin.part").exists()
+
+
+def test_download_restarts_when_server_ignores_range(tmp_path, monkeypatch):
+    payload = bytes(range(256)) * 40
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(b"garbage")
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, honour_range=False))
+    download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest())
+    assert dest.read_bytes() == payload
+
+
+def test_resumed_download_with_bad_prefix_fails_md5(tmp_path, monkeypatch):
+    payload = bytes(range(256)) * 40
+    part = tmp_path / "file.bin.part"
+    part.write_bytes(b"\x00" * 100)  # wrong bytes: resuming after them cannot give the right MD5
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload))
+    with pytest.raises(DatasetError, match="MD5"):
+        download_file("https://example.invalid/file.bin", tmp_path / "file.bin", hashlib.md5(payload).hexdigest())
+    assert not part.exists() and not (tmp_path / "file.bin").exists()
+
+
+def test_offline_download_keeps_partial_file_and_explains(tmp_path, monkeypatch):
+    def offline(request, timeout=None):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"partial")
+    with pytest.raises(DatasetError, match="no network") as err:
+        load_cifar10(tmp_path, download=True)
+    assert cifar10.CIFAR10_URL in str(err.value) and cifar10.CIFAR10_MD5 in str(err.value)
+    assert (tmp_path / "cifar-10-python.tar.gz.part").read_bytes() == b"partial"
+
+
+# ------------------------------------------------------------------ transforms
+def test_normalize_uint8_and_float():
+    images = np.full((2, 3, 4, 4), 128, np.uint8)
+    out = normalize(images, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    assert out.dtype == np.float32 and out.shape == images.shape
+    expected = (128 / 255 - np.array([0.5, 0.25, 0.0])) / np.array([0.5, 0.25, 1.0])
+    assert np.allclose(out[0, :, 0, 0], expected, atol=1e-6)
+    floats = np.full((1, 1, 2, 2), 0.75, np.float64)
+    out = normalize(floats, (0.25,), (0.5,))
+    assert np.allclose(out, 1.0) and out.dtype == np.float32
+    with pytest.raises(ValueError, match="per channel"):
+        normalize(images, (0.5,), (0.5,))
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(images.astype(np.int32), (0, 0, 0), (1, 1, 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 6), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       padding=st.integers(0, 4), seed=st.integers(0, 2**32 - 1))
+def test_random_crop_cuts_a_window_of_the_padded_image(n, c, h, w, padding, seed):
+    rng = np.random.default_rng(seed)
+    batch = rng.integers(1, 256, size=(n, c, h, w), dtype=np.uint8)  # no zeros: padding is recognisable
+    out = random_crop(batch, padding, np.random.default_rng(seed + 1))
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    padded = np.pad(batch, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    for i in range(n):
+        windows = [(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
+                   if np.array_equal(out[i], padded[i, :, dy:dy + h, dx:dx + w])]
+        assert windows, f"image {i} is not a window of its padded original"
+
+
+def test_random_crop_offsets_differ_per_image_and_padding_zero_is_identity():
+    batch = np.random.default_rng(0).integers(1, 256, size=(64, 3, 8, 8), dtype=np.uint8)
+    out = random_crop(batch, 4, np.random.default_rng(1))
+    zeros_per_image = (out == 0).sum(axis=(1, 2, 3))
+    assert len(np.unique(zeros_per_image)) > 3  # different amounts of padding visible
+    assert np.array_equal(random_crop(batch, 0, np.random.default_rng(1)), batch)
+    with pytest.raises(TypeError, match="Generator"):
+        random_crop(batch, 4, 0)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        random_crop(batch[0], 4, np.random.default_rng(0))
+
+
+def test_random_flip_mirrors_about_half_and_is_its_own_inverse():
+    batch = np.random.default_rng(0).integers(0, 256, size=(200, 2, 3, 5), dtype=np.uint8)
+    out = random_flip(batch, np.random.default_rng(7))
+    flipped = np.array([np.array_equal(o, b[..., ::-1]) for o, b in zip(out, batch)])
+    kept = np.array([np.array_equal(o, b) for o, b in zip(out, batch)])
+    assert np.all(flipped | kept) and 60 < flipped.sum() < 140
+    assert np.array_equal(random_flip(out, np.random.default_rng(7)), batch)
+
+
+# ------------------------------------------------------------------ batch iteration
+def small_iterator(seed=3, **kw):
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 3, 8, 8), dtype=np.uint8)
+    return BatchIterator(images, np.arange(50), 8, shuffle=True, seed=seed, augment=crop_and_flip,
+                         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **kw)
+
+
+def test_batches_are_reproducible_and_resumable():
+    first, second = small_iterator(), small_iterator()
+    list(second.batches(0))  # iterating earlier epochs leaves no hidden state behind
+    for epoch in (0, 1, 2):
+        a, b = list(first.batches(epoch)), list(second.batches(epoch))
+        assert len(a) == len(first) == 7
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+        resumed = list(first.batches(epoch, start=4))
+        assert len(resumed) == 3
+        for (xa, ya), (xr, yr) in zip(a[4:], resumed):
+            assert np.array_equal(xa, xr) and np.array_equal(ya, yr)
+    x, y = next(first.batches(0))
+    assert x.dtype == np.float32 and x.shape == (8, 3, 8, 8) and y.dtype == np.int64
+
+
+def test_each_epoch_is_a_new_permutation_of_all_samples():
+    it = small_iterator()
+    orders = [np.concatenate([y for _, y in it.batches(e)]) for e in range(3)]
+    for order in orders:
+        assert sorted(order) == list(range(50))
+    assert not np.array_equal(orders[0], orders[1])
+    other = np.concatenate([y for _, y in small_iterator(seed=4).batches(0)])
+    assert not np.array_equal(orders[0], other)
+
+
+def test_augmentation_differs_between_steps_and_epochs():
+    image = np.random.default_rng(0).integers(1, 256, size=(1, 3, 8, 8), dtype=np.uint8)
+    it = BatchIterator(np.repeat(image, 40, axis=0), np.zeros(40, np.int64), 1, augment=crop_and_flip)
+    seen = {x.tobytes() for epoch in (0, 1) for x, _ in it.batches(epoch)}
+    assert len(seen) > 30  # 81 crops x 2 flips: identical draws would give one distinct batch
+
+
+def test_drop_last_and_ordered_iteration():
+    it = small_iterator(drop_last=True)
+    assert len(it) == 6 and sum(len(y) for _, y in it.batches(0)) == 48
+    plain = BatchIterator(np.zeros((10, 1, 2, 2), np.float32), np.arange(10), 4)
+    assert [list(y) for _, y in plain.batches()] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with pytest.raises(ValueError, match="labels"):
+        BatchIterator(np.zeros((10, 1, 2, 2)), np.arange(9), 4)
+
+
+# ------------------------------------------------------------------ digits and the data-set description
+def test_digits_split_and_statistics():
+    train_x, train_y, test_x, test_y = load_digits()
+    assert train_x.shape == (1437, 1, 8, 8) and test_x.shape == (360, 1, 8, 8)
+    assert train_x.dtype == np.float32 and train_x.min() == 0.0 and train_x.max() == 1.0
+    assert set(np.unique(test_y)) == set(range(10)) and train_y.dtype == np.int64
+    assert np.array_equal(load_digits()[3], test_y)  # fixed split
+    assert np.allclose(train_x.mean(), DIGITS_MEAN, atol=1e-4) and np.allclose(train_x.std(), DIGITS_STD, atol=1e-4)
+
+
+def test_digits_without_sklearn_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(DatasetError, match=r"pip install -e '\.\[digits\]'"):
+        load_digits()
+
+
+def test_get_dataset_describes_each_data_set(cifar_sample):
+    digits = get_dataset("digits")
+    assert (digits.num_classes, digits.in_channels, digits.image_size, digits.augment) == (10, 1, (8, 8), None)
+    x, _ = next(digits.loader("train", 32).batches())
+    assert x.shape == (32, 1, 8, 8) and abs(float(x.mean())) < 0.5
+    cifar = get_dataset("cifar10", cifar_sample)
+    assert (cifar.num_classes, cifar.in_channels, cifar.image_size) == (10, 3, (32, 32))
+    assert cifar.augment is crop_and_flip
+    test = cifar.loader("test", 100)
+    assert len(test) == 6 and np.array_equal(next(test.batches())[1], cifar.test_y[:100])
+    with pytest.raises(ValueError, match="unknown data set"):
+        get_dataset("imagenet")
