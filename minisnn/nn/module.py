@@ -97,7 +97,7 @@ class Module:
         """Load arrays by name; every name must match and every shape must agree."""
         own = dict(self.named_parameters())
         buffers = {name: (module, attr) for name, module, attr in self.named_buffers()}
-        missing = sorted(set(own) | set(buffers) - set(state))
+        missing = sorted((set(own) | set(buffers)) - set(state))
         unexpected = sorted(set(state) - set(own) - set(buffers))
         if missing or unexpected:
             raise KeyError(f"state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -16,6 +16,8 @@ class LIF(Module):
 
     For monitors: set ``record = True`` and each forward keeps its raw arrays in ``last_spikes``
     (o, x's dtype) and ``last_membrane`` (u); they are left at None while ``record`` is False.
+    ``last_rate`` always holds the mean firing rate of the last forward (a 0-d array on x's device,
+    so reading it is the only host round trip).
     """
 
     def __init__(self, v_th=0.5, tau_decay=0.25, surrogate="rectangular", detach_reset=False,
@@ -28,11 +30,13 @@ class LIF(Module):
         self.record = False
         self.last_spikes = None
         self.last_membrane = None
+        self.last_rate = None
         F.LIF(v_th, tau_decay, self.surrogate, detach_reset)  # check the settings now, not at first call
 
     def forward(self, x):
         fn = F.LIF(self.v_th, self.tau_decay, self.surrogate, self.detach_reset)
         spikes = fn(x)
+        self.last_rate = spikes.data.mean()
         if self.record:
             self.last_spikes, self.last_membrane = spikes.data, fn.u
         return spikes

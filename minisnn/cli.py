@@ -1,0 +1,93 @@
+"""Command line: ``minisnn train | eval | bench | export``.
+
+    minisnn train --dataset digits --model resnet_small --width 16 --epochs 5      # offline, a minute
+    minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda  # the paper's job
+    minisnn eval runs/default/last.npz                                              # accuracy + per-layer table
+"""
+import argparse
+import json
+import sys
+
+from .backend import DeviceError
+
+
+def add_train_args(p):
+    p.add_argument("--model", default="resnet19", help="resnet19 | resnet34 | resnet50 | resnet_small | plain")
+    p.add_argument("--width", type=int, help="resnet_small/plain: channels of the first stage")
+    p.add_argument("--blocks", type=int, nargs="+", help="resnet_small: BasicBlocks per stage, e.g. 1 1 1")
+    p.add_argument("--depth", type=int, help="plain: number of conv layers")
+    p.add_argument("--norm", choices=["tdbn", "bn", "none"], help="plain: normalisation")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs")
+    p.add_argument("--data-dir", help="folder holding the data set (e.g. an existing cifar-10-batches-py)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 (md5-checked) if not cached")
+    p.add_argument("-T", "--timesteps", dest="T", type=int, default=2, help="timesteps (default 2)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu | cuda | cuda:N (default: $MINISNN_DEVICE or cpu)")
+    p.add_argument("--out", default="runs/default", help="run folder: checkpoints, metrics, plots")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=int, help="use only the first N test images")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_command(args):
+    from .train import TrainingDiverged, train
+    model_args = {key: getattr(args, key) for key in ("width", "depth", "norm") if getattr(args, key) is not None}
+    if args.blocks:
+        model_args["blocks"] = tuple(args.blocks)
+    overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, data_dir=args.data_dir,
+                     download=args.download, T=args.T, batch_size=args.batch_size, epochs=args.epochs,
+                     optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                     weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                     device=args.device, out=args.out, augment=not args.no_augment,
+                     limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress)
+    if args.resume:
+        overrides = {k: overrides[k] for k in ("out", "device", "progress")}
+    try:
+        history = train(resume=args.resume, **overrides)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    if history:
+        print(json.dumps(history[-1]))
+    return 0
+
+
+def eval_command(args):
+    from .evaluate import evaluate_checkpoint
+    evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device,
+                        limit_test=args.limit_test, out=args.out)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="minisnn", description="Train and inspect spiking networks (STBP-tdBN).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_args(sub.add_parser("train", help="train a model"))
+    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, per-layer firing rates and SOPs, raster plot")
+    p.add_argument("checkpoint")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.add_argument("--limit-test", type=int)
+    p.add_argument("--out", help="folder for plots (default: the checkpoint's folder)")
+    args = parser.parse_args(argv)
+    commands = {"train": train_command, "eval": eval_command}
+    try:
+        return commands[args.command](args)
+    except (DeviceError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
