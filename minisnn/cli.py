@@ -9,6 +9,8 @@ import json
 import sys
 
 from .backend import DeviceError
+from .checkpoint import CheckpointError
+from .data import DatasetError
 
 
 def add_train_args(p):
@@ -84,7 +86,7 @@ def main(argv=None):
     commands = {"train": train_command, "eval": eval_command}
     try:
         return commands[args.command](args)
-    except (DeviceError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 

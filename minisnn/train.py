@@ -8,11 +8,14 @@ schedule, epoch, step, config) atomically after every epoch. ``resume=True`` con
 from a generator seeded with (seed, e, s), so nothing needs replaying.
 
 A NaN or Inf loss stops training with ``TrainingDiverged`` and leaves the last good checkpoint alone.
-Ctrl-C saves the position reached (``interrupted`` in the meta) and returns cleanly.
+Ctrl-C finishes the step in flight, saves the position reached (``interrupted`` in the meta) and
+raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the last checkpoint as it was.
 """
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +110,7 @@ class Trainer:
                                        warmup_steps=self.steps_per_epoch * config["warmup_epochs"],
                                        min_lr=config["min_lr"])
         self.epoch, self.step, self.history = 0, 0, []
+        self.stop_requested, self.mid_step = False, False
         if resume:
             self.load(self.out / "last.npz")
 
@@ -139,6 +143,7 @@ class Trainer:
         self.model.train()
         with bar:
             for images, labels in self.train_loader.batches(self.epoch, start=self.step):
+                self.mid_step = True
                 x, y = xp.asarray(images), xp.asarray(labels)
                 logits = self.model(Tensor(x))
                 loss = softmax_cross_entropy(logits, y)
@@ -153,6 +158,9 @@ class Trainer:
                 self.optimizer.step()
                 self.schedule.step()
                 self.step += 1
+                self.mid_step = False
+                if self.stop_requested:
+                    raise KeyboardInterrupt
                 n = len(labels)
                 seen += n
                 loss_sum += loss_value * n
@@ -165,8 +173,24 @@ class Trainer:
         seen = max(seen, 1)
         return loss_sum / seen, correct / seen, rate_sum / seen, time.perf_counter() - start
 
+    def request_stop(self, signum=None, frame=None):
+        """SIGINT handler: the first Ctrl-C stops after the current step, a second one at once."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        tqdm.write("Ctrl-C: stopping after this step (press again to stop at once, without saving)")
+
     def fit(self):
         """Train to the configured number of epochs. Returns the history (one dict per epoch)."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self.request_stop) if in_main_thread else None
+        try:
+            return self._fit()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _fit(self):
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -185,9 +209,12 @@ class Trainer:
                     tqdm.write(f"epoch {row['epoch']}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
                                f"test loss {test_loss:.4f} acc {test_acc:.4f} | rate {rate:.3f} | {seconds:.1f}s")
         except KeyboardInterrupt:
-            self.save(self.out / "last.npz", interrupted=True)
-            tqdm.write(f"interrupted: position (epoch {self.epoch + 1}, step {self.step}) saved to "
-                       f"{self.out / 'last.npz'}; continue with --resume")
+            if self.mid_step:  # stopped inside a step: weights and position may disagree
+                tqdm.write(f"stopped mid-step; the last checkpoint {self.out / 'last.npz'} is unchanged")
+            else:
+                self.save(self.out / "last.npz", interrupted=True)
+                tqdm.write(f"interrupted: position (epoch {self.epoch + 1}, step {self.step}) saved to "
+                           f"{self.out / 'last.npz'}; continue with --resume")
             raise
         plot_history(self.history, self.out / "curves.png")
         return self.history
