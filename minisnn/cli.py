@@ -3,6 +3,7 @@
     minisnn train --dataset digits --model resnet_small --width 16 --epochs 5      # offline, a minute
     minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda  # the paper's job
     minisnn eval runs/default/last.npz                                              # accuracy + per-layer table
+    minisnn export runs/default/last.npz net.nir                                    # tdBN folded, NIR file
 """
 import argparse
 import json
@@ -22,6 +23,9 @@ def add_train_args(p):
     p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs")
     p.add_argument("--data-dir", help="folder holding the data set (e.g. an existing cifar-10-batches-py)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (md5-checked) if not cached")
+    p.add_argument("--dvs-size", type=int, help="cifar10-dvs: frame size after downsampling the 128x128 sensor")
+    p.add_argument("--dvs-split", choices=["number", "time"], help="cifar10-dvs: cut recordings into T frames "
+                   "of equal event count or equal duration")
     p.add_argument("-T", "--timesteps", dest="T", type=int, default=2, help="timesteps (default 2)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=1)
@@ -45,7 +49,10 @@ def train_command(args):
     model_args = {key: getattr(args, key) for key in ("width", "depth", "norm") if getattr(args, key) is not None}
     if args.blocks:
         model_args["blocks"] = tuple(args.blocks)
-    overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, data_dir=args.data_dir,
+    dataset_args = {key: value for key, value in (("size", args.dvs_size), ("split_by", args.dvs_split))
+                    if value is not None}
+    overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, dataset_args=dataset_args,
+                     data_dir=args.data_dir,
                      download=args.download, T=args.T, batch_size=args.batch_size, epochs=args.epochs,
                      optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                      weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
@@ -72,6 +79,12 @@ def eval_command(args):
     return 0
 
 
+def export_command(args):
+    from .nir_export import export_checkpoint
+    export_checkpoint(args.checkpoint, args.out, dt=args.dt, data_dir=args.data_dir)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="minisnn", description="Train and inspect spiking networks (STBP-tdBN).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,11 +95,17 @@ def main(argv=None):
     p.add_argument("--device")
     p.add_argument("--limit-test", type=int)
     p.add_argument("--out", help="folder for plots (default: the checkpoint's folder)")
+    p = sub.add_parser("export", help="write a checkpoint's network, tdBN folded, as a NIR graph (needs the nir extra)")
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="the .nir file to write")
+    p.add_argument("--dt", type=float, default=1e-4, help="NIR time step: tau = dt / (1 - tau_decay) (default 1e-4)")
+    p.add_argument("--data-dir", help="folder of the checkpoint's data set (gives the input shape)")
     args = parser.parse_args(argv)
-    commands = {"train": train_command, "eval": eval_command}
+    commands = {"train": train_command, "eval": eval_command, "export": export_command}
     try:
         return commands[args.command](args)
-    except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError,
+            NotImplementedError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 

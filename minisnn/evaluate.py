@@ -6,17 +6,17 @@ from pathlib import Path
 from .backend import get_device, xp_for
 from .checkpoint import load_checkpoint
 from .core import Tensor, no_grad
-from .data import get_dataset
 from .monitor import Recorder, format_table, plot_membrane, plot_raster, save_json
-from .train import evaluate, limit, model_for
+from .train import evaluate, load_data, model_for, model_input
 
 
 def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, out=None, sample_batch=16):
     state = load_checkpoint(path)
     config = dict(state["meta"]["config"])
     config["device"] = get_device(device if device is not None else config["device"])
-    data = get_dataset(config["dataset"], data_dir=data_dir or config["data_dir"], download=False)
-    data = limit(data, None, limit_test if limit_test is not None else config["limit_test"])
+    config.update(data_dir=data_dir or config["data_dir"], download=False, limit_train=0,
+                  limit_test=limit_test if limit_test is not None else config["limit_test"])
+    data = load_data(config)
     model = model_for(config, data)
     model.load_state_dict(state["model"])
     xp = xp_for(config["device"])
@@ -27,7 +27,7 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, out=N
     images, _ = next(data.loader("test", sample_batch).batches())
     model.eval()
     with no_grad(), Recorder(model) as rec:
-        model(Tensor(xp.asarray(images)))
+        model(Tensor(model_input(images, xp)))
     rows = rec.layer_table()
     print(format_table(rows))
     totals = rec.totals()

@@ -31,7 +31,8 @@ from .monitor import mean_firing_rate
 from .optim import SGD, Adam, CosineSchedule
 
 DEFAULTS = {
-    "model": "resnet19", "model_args": {}, "dataset": "cifar10", "data_dir": None, "download": False,
+    "model": "resnet19", "model_args": {}, "dataset": "cifar10", "dataset_args": {}, "data_dir": None,
+    "download": False,
     "T": 2, "batch_size": 64, "epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
     "weight_decay": 5e-4, "warmup_epochs": 0, "min_lr": 0.0, "seed": 0, "device": None,
     "out": "runs/default", "augment": True, "limit_train": None, "limit_test": None,
@@ -52,6 +53,24 @@ def make_config(**overrides):
     return config
 
 
+# ---------------------------------------------------------------------------------------- data
+def load_data(config):
+    """The config's data set, cut to ``limit_train`` / ``limit_test`` examples. Event data sets take
+    their number of frames from the config's T."""
+    options = dict(config["dataset_args"])
+    if config["dataset"] == "cifar10-dvs":
+        options["T"] = config["T"]
+    data = get_dataset(config["dataset"], data_dir=config["data_dir"], download=config["download"], **options)
+    return limit(data, config["limit_train"], config["limit_test"])
+
+
+def model_input(images, xp):
+    """A host batch on the device, in the model's layout: images [N, C, H, W] as they are, event
+    frames [N, T, C, H, W] turned time-major to [T, N, C, H, W]."""
+    x = xp.asarray(images)
+    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3, 4)) if x.ndim == 5 else x
+
+
 # ---------------------------------------------------------------------------------- evaluation
 def evaluate(model, loader, xp):
     """Mean loss and accuracy of ``model`` (in eval mode, no graph) over the batches of ``loader``."""
@@ -59,7 +78,7 @@ def evaluate(model, loader, xp):
     total_loss, correct, seen = 0.0, 0, 0
     with no_grad():
         for images, labels in loader.batches():
-            x, y = xp.asarray(images), xp.asarray(labels)
+            x, y = model_input(images, xp), xp.asarray(labels)
             logits = model(Tensor(x))
             total_loss += float(softmax_cross_entropy(logits, y).item()) * len(y)
             correct += int((logits.data.argmax(axis=1) == y).sum())
@@ -90,8 +109,7 @@ class Trainer:
         self.config = config
         self.out = Path(config["out"])
         self.xp = xp_for(config["device"])
-        data = get_dataset(config["dataset"], data_dir=config["data_dir"], download=config["download"])
-        self.data = limit(data, config["limit_train"], config["limit_test"])
+        self.data = load_data(config)
         if not config["augment"]:
             self.data = dataclasses.replace(self.data, augment=None)
         self.train_loader = self.data.loader("train", config["batch_size"], seed=config["seed"])
@@ -144,7 +162,7 @@ class Trainer:
         with bar:
             for images, labels in self.train_loader.batches(self.epoch, start=self.step):
                 self.mid_step = True
-                x, y = xp.asarray(images), xp.asarray(labels)
+                x, y = model_input(images, xp), xp.asarray(labels)
                 logits = self.model(Tensor(x))
                 loss = softmax_cross_entropy(logits, y)
                 loss_value = float(loss.item())
