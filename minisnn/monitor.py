@@ -9,7 +9,8 @@ layer. From that:
   image. In an SNN a synapse only works when a spike arrives, and then it is an accumulate, not a
   multiply-accumulate, so SOPs = MACs x r_in x T, with r_in the firing rate of the layer's input
   (Merolla et al. 2014; the "SOP = FLOP x rate x T" of spikingjelly#258). A layer whose input is not
-  spikes (the first conv under direct encoding sees the analog image once) costs MACs.
+  spikes costs MACs x T_in, T_in the number of timesteps it runs on: 1 for the first conv under
+  direct encoding (it sees the analog image once), T for a layer after average pooling.
 * energy: E = E_MAC x MACs + E_AC x SOPs with the 45 nm CMOS figures of Horowitz (ISSCC 2014,
   "Computing's energy problem"): 32-bit float E_MAC = 4.6 pJ, E_AC = 0.9 pJ. Pass others if your
   hardware differs.
@@ -115,7 +116,7 @@ class Recorder:
                 rate, is_spikes, T, macs = self.inputs[name]
                 sops = macs * rate * T if is_spikes else 0.0
                 ann_macs = macs
-                snn_macs = 0 if is_spikes else macs
+                snn_macs = 0 if is_spikes else macs * T
                 rows.append({"layer": name, "kind": "synapses", "input_rate": rate if is_spikes else None,
                              "ann_macs": ann_macs, "snn_macs": snn_macs, "sops": sops,
                              "ann_energy_uj": ann_macs * e_mac * 1e-6,

@@ -48,10 +48,8 @@ def test_deep_resnets_reach_34_and_50_layers():
 
 
 def test_direct_encoding_equals_repeating_the_image_over_time():
-    model = resnet_small(width=4, blocks=(1, 1), T=3, seed=1)
+    model = resnet_small(width=4, blocks=(1, 1), T=3, seed=1).astype(np.float64)
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
     y_fast = model(Tensor(x))
     y_repeat = model(Tensor(np.broadcast_to(x, (3,) + x.shape).copy()))
     np.testing.assert_allclose(y_fast.data, y_repeat.data, rtol=1e-12, atol=1e-12)

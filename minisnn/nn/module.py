@@ -5,6 +5,8 @@ gradient), a sub-``Module``, or a buffer (a raw array such as tdBN's running mea
 ``register_buffer``). Names follow attribute paths, e.g. ``layer1.0.bn1.weight``, so ``state_dict``
 is a flat ``{name: array}`` dict that saves to ``.npz`` without pickle.
 """
+import numpy as np  # dtype objects only
+
 from ..backend import as_numpy, get_array_module, to_device
 from ..core import Tensor
 
@@ -121,6 +123,21 @@ class Module:
                 p.grad = to_device(p.grad, device)
         for _, module, attr in self.named_buffers():
             object.__setattr__(module, attr, to_device(getattr(module, attr), device))
+        return self
+
+    def astype(self, dtype):
+        """Cast every floating parameter and buffer to ``dtype`` in place (e.g. float64 for exact
+        checks); gradients are dropped. Returns the module."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"astype: dtype must be a floating type, got {dtype}")
+        for _, p in self.named_parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        for _, module, attr in self.named_buffers():
+            value = getattr(module, attr)
+            if value.dtype.kind == "f":
+                object.__setattr__(module, attr, value.astype(dtype))
         return self
 
     def num_parameters(self):
