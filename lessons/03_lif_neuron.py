@@ -1,0 +1,110 @@
+"""Lesson 03 -- the leaky integrate-and-fire (LIF) neuron of STBP-tdBN.
+
+The neuron, step by step, for an input current x[t]:
+
+    u[t] = tau_decay * u[t-1] * (1 - o[t-1]) + x[t]      leak (tau_decay), reset after a spike (1 - o)
+    o[t] = H(u[t] - V_th)                                fire when u reaches the threshold V_th
+    u[-1] = o[-1] = 0,   paper defaults V_th = 0.5, tau_decay = 0.25
+
+What you will see:
+
+1. The same loop written by hand in five lines of NumPy gives exactly what ``minisnn.nn.LIF`` gives.
+2. Membrane traces for a few constant currents (``03_lif_membrane.png``): u climbs towards its fixed
+   point x / (1 - tau_decay); if that lies above V_th the neuron fires, and the factor (1 - o) resets u to
+   zero, so the next step starts from x again -- a regular spike train.
+3. Firing rate against input current (``03_lif_rates.png``) for several V_th and tau_decay. A constant
+   current x makes the neuron fire at all (within T steps) only if x >= V_th * (1 - tau_decay) -- the
+   rheobase; a higher V_th shifts the curve right, a longer memory (larger tau_decay) shifts it left.
+   Above x = V_th the neuron fires at every step: rate 1, and no more information in the rate.
+   That saturation is why tdBN scales pre-activations to the threshold (lesson 07).
+
+Run:  python lessons/03_lif_neuron.py      (add --fast or MINISNN_FAST=1 for the test mode)
+"""
+import numpy as np
+
+from _common import FAST, plt, save_figure, section, title
+from minisnn import Tensor, no_grad
+from minisnn.nn import LIF
+
+
+def lif_by_hand(x, v_th=0.5, tau_decay=0.25):
+    """The LIF loop over t in plain NumPy: returns (u, o), both [T, ...]."""
+    u, o = np.zeros_like(x), np.zeros_like(x)
+    u_prev, o_prev = np.zeros_like(x[0]), np.zeros_like(x[0])
+    for t in range(len(x)):
+        u[t] = tau_decay * u_prev * (1 - o_prev) + x[t]
+        o[t] = (u[t] >= v_th).astype(x.dtype)
+        u_prev, o_prev = u[t], o[t]
+    return u, o
+
+
+def run_lif(x, **neuron):
+    """Drive nn.LIF with currents x [T, N] and return (membrane, spikes) as NumPy arrays."""
+    layer = LIF(**neuron)
+    layer.record = True
+    with no_grad():
+        layer(Tensor(x))
+    return layer.last_membrane, layer.last_spikes
+
+
+def main():
+    title("Lesson 03: the LIF neuron -- membrane, spikes, reset, V_th and tau_decay")
+    T = 12 if FAST else 30
+
+    section("1. the loop by hand equals nn.LIF")
+    x = np.full((T, 1), 0.3, dtype=np.float32)
+    x[T // 3:] = 0.45                          # a step up in the input current
+    u_hand, o_hand = lif_by_hand(x)
+    u, o = run_lif(x)
+    print(" t   x[t]   u[t]  o[t]      (the current steps up from 0.30 to 0.45 at t = %d)" % (T // 3))
+    for t in list(range(3)) + [None] + list(range(T // 3 - 1, T // 3 + 6)):
+        if t is None:
+            print(" ...  u approaches 0.30 / (1 - 0.25) = 0.40 < V_th: no spike")
+            continue
+        print(f"{t:2d}  {x[t, 0]:.2f}  {u[t, 0]:.3f}   {int(o[t, 0])}" + ("   <- fire, then reset" if o[t, 0] else ""))
+    print("max |u_hand - u_engine| =", float(np.abs(u_hand - u).max()),
+          "| spikes equal:", bool((o_hand == o).all()))
+
+    section("2. membrane traces for constant currents (V_th = 0.5, tau_decay = 0.25)")
+    currents = np.array([0.3, 0.4, 0.6, 1.0], dtype=np.float32)
+    x = np.broadcast_to(currents, (T, len(currents))).copy()
+    u, o = run_lif(x)
+    fig, axes = plt.subplots(len(currents), 1, figsize=(7, 6.5), sharex=True)
+    for k, ax in enumerate(axes):
+        ax.plot(u[:, k], marker=".", label="u[t]")
+        fired = np.nonzero(o[:, k])[0]
+        ax.plot(fired, u[fired, k], "rx", markersize=8, label="spike")
+        ax.axhline(0.5, color="gray", ls="--", lw=0.8, label="V_th")
+        ax.axhline(currents[k] / (1 - 0.25), color="green", ls=":", lw=0.8, label="x / (1 - tau)")
+        ax.set_ylabel(f"x = {currents[k]:.1f}")
+        print(f"x = {currents[k]:.1f}: fixed point x/(1-tau) = {currents[k] / 0.75:.3f}, "
+              f"{len(fired)} spikes in {T} steps")
+    axes[0].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[0].set_title("membrane potential u[t]: leak, fire, reset to 0")
+    axes[-1].set_xlabel("timestep t")
+    save_figure(fig, "03_lif_membrane.png")
+
+    section("3. firing rate against input current, for V_th and tau_decay")
+    xs = np.linspace(0, 1.2, 25 if FAST else 121, dtype=np.float32)
+    x = np.broadcast_to(xs, (T, len(xs))).copy()
+    fig, (ax_th, ax_tau) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for v_th in (0.25, 0.5, 1.0):
+        _, o = run_lif(x, v_th=v_th)
+        ax_th.plot(xs, o.mean(axis=0), label=f"V_th = {v_th}")
+        print(f"V_th = {v_th:<4}  tau = 0.25: first current that fires = {xs[o.any(axis=0)][0]:.2f}, "
+              f"rheobase V_th (1 - tau) = {v_th * 0.75:.3f}")
+    for tau in (0.0, 0.25, 0.5, 0.9):
+        _, o = run_lif(x, tau_decay=tau)
+        ax_tau.plot(xs, o.mean(axis=0), label=f"tau_decay = {tau}")
+        print(f"V_th = 0.5   tau = {tau:<4}: first current that fires = {xs[o.any(axis=0)][0]:.2f}, "
+              f"rheobase V_th (1 - tau) = {0.5 * (1 - tau):.3f}")
+    ax_th.set(xlabel="constant input current x", ylabel=f"firing rate over T = {T}", title="threshold V_th")
+    ax_tau.set(xlabel="constant input current x", title="membrane decay tau_decay (V_th = 0.5)")
+    ax_th.legend(fontsize=8)
+    ax_tau.legend(fontsize=8)
+    save_figure(fig, "03_lif_rates.png")
+    print("\nNext: lesson 04 -- H has no useful derivative, so how do we train this?")
+
+
+if __name__ == "__main__":
+    main()
