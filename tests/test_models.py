@@ -82,6 +82,13 @@ def test_plain_net_norm_choices():
         build_model("vgg")
 
 
+def test_tdbn_scales_by_the_neurons_own_threshold():
+    for model in (resnet_small(width=4, blocks=(1, 1), neuron={"v_th": 1.0}),
+                  PlainSpikingNet(depth=2, neuron={"v_th": 1.0})):
+        bns = [m for _, m in model.named_modules() if isinstance(m, TdBN)]
+        assert bns and all(m.v_th == 1.0 for m in bns)
+
+
 def test_same_seed_same_weights():
     a, b = resnet_small(width=4, seed=3), resnet_small(width=4, seed=3)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):

@@ -12,13 +12,14 @@ import numpy as np
 from ..core import Tensor
 from ..functions.basic import broadcast_to, mean
 from ..nn import LIF, BatchNorm, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
+from .resnet import v_th_of
 
 NORMS = ("tdbn", "bn", "none")
 
 
-def make_norm(kind, channels):
+def make_norm(kind, channels, v_th):
     if kind == "tdbn":
-        return TdBN(channels)
+        return TdBN(channels, v_th=v_th)
     if kind == "bn":
         return BatchNorm(channels, per_timestep=True)
     if kind == "none":
@@ -37,7 +38,7 @@ class PlainSpikingNet(Module):
         layers, cin = [], in_channels
         for _ in range(depth):
             layers.append(Conv2d(cin, width, 3, padding=1, bias=(norm == "none"), seed=rng))
-            bn = make_norm(norm, width)
+            bn = make_norm(norm, width, v_th_of(neuron or {}))
             if bn is not None:
                 layers.append(bn)
             layers.append(LIF(**(neuron or {})))

@@ -23,6 +23,11 @@ from ..nn import LIF, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
 RESIDUAL_ALPHA = 1 / math.sqrt(2)
 
 
+def v_th_of(neuron):
+    """The firing threshold the LIF layers will use: tdBN scales its output by this V_th."""
+    return neuron.get("v_th", LIF().v_th)
+
+
 class ConvBN(Module):
     """conv (no bias: tdBN's beta is the bias) followed by tdBN with the given alpha."""
 
@@ -44,14 +49,15 @@ class BasicBlock(Module):
         neuron = neuron or {}
         cout = width * self.expansion
         self.branch = self.make_branch(cin, width, stride, neuron, rng)
-        self.shortcut = (ConvBN(cin, cout, 1, stride, alpha=RESIDUAL_ALPHA, seed=rng)
+        self.shortcut = (ConvBN(cin, cout, 1, stride, alpha=RESIDUAL_ALPHA, v_th=v_th_of(neuron), seed=rng)
                          if stride != 1 or cin != cout else None)
         self.lif = LIF(**neuron)
 
     def make_branch(self, cin, width, stride, neuron, rng):
+        v_th = v_th_of(neuron)
         return Sequential(
-            ConvBN(cin, width, 3, stride, seed=rng), LIF(**neuron),
-            ConvBN(width, width, 3, 1, alpha=RESIDUAL_ALPHA, seed=rng),
+            ConvBN(cin, width, 3, stride, v_th=v_th, seed=rng), LIF(**neuron),
+            ConvBN(width, width, 3, 1, alpha=RESIDUAL_ALPHA, v_th=v_th, seed=rng),
         )
 
     def forward(self, x):
@@ -64,10 +70,11 @@ class Bottleneck(BasicBlock):
     expansion = 4
 
     def make_branch(self, cin, width, stride, neuron, rng):
+        v_th = v_th_of(neuron)
         return Sequential(
-            ConvBN(cin, width, 1, 1, seed=rng), LIF(**neuron),
-            ConvBN(width, width, 3, stride, seed=rng), LIF(**neuron),
-            ConvBN(width, width * self.expansion, 1, 1, alpha=RESIDUAL_ALPHA, seed=rng),
+            ConvBN(cin, width, 1, 1, v_th=v_th, seed=rng), LIF(**neuron),
+            ConvBN(width, width, 3, stride, v_th=v_th, seed=rng), LIF(**neuron),
+            ConvBN(width, width * self.expansion, 1, 1, alpha=RESIDUAL_ALPHA, v_th=v_th, seed=rng),
         )
 
 
@@ -88,7 +95,7 @@ class SpikingResNet(Module):
         rng = np.random.default_rng(seed)  # host-side, for initialisation only
         neuron = dict(neuron or {})
         self.T = T
-        self.stem = Sequential(ConvBN(in_channels, stem, 3, 1, seed=rng), LIF(**neuron))
+        self.stem = Sequential(ConvBN(in_channels, stem, 3, 1, v_th=v_th_of(neuron), seed=rng), LIF(**neuron))
         cin, layers = stem, []
         cls = BLOCKS[block]
         for width, blocks, stride in stages:
