@@ -224,8 +224,16 @@ class GetItem(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.x_shape, self.x_dtype)
-        xp.add.at(gx, self.index, gy)  # accumulates repeated indices; cheap for the small index sets used
+        if _is_basic_index(self.index):
+            gx[self.index] = gy        # ints and slices pick each element at most once
+        else:
+            xp.add.at(gx, self.index, gy)  # integer arrays may repeat an index: accumulate
         return gx
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in parts)
 
 
 class Concatenate(Function):
