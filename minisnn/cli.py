@@ -4,12 +4,14 @@
     minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda  # the paper's job
     minisnn eval runs/default/last.npz                                              # accuracy + per-layer table
     minisnn export runs/default/last.npz net.nir                                    # tdBN folded, NIR file
+    minisnn bench -T 2 --batch 8                                                    # step time vs PyTorch
 """
 import argparse
 import json
 import sys
 
 from .backend import DeviceError
+from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
 
@@ -85,6 +87,11 @@ def export_command(args):
     return 0
 
 
+def bench_command(args):
+    from .bench import bench_command as run_bench
+    return run_bench(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="minisnn", description="Train and inspect spiking networks (STBP-tdBN).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,8 +107,9 @@ def main(argv=None):
     p.add_argument("out", help="the .nir file to write")
     p.add_argument("--dt", type=float, default=1e-4, help="NIR time step: tau = dt / (1 - tau_decay) (default 1e-4)")
     p.add_argument("--data-dir", help="folder of the checkpoint's data set (gives the input shape)")
+    add_bench_args(sub.add_parser("bench", help="time a training step and its peak memory, against a PyTorch peer"))
     args = parser.parse_args(argv)
-    commands = {"train": train_command, "eval": eval_command, "export": export_command}
+    commands = {"train": train_command, "eval": eval_command, "export": export_command, "bench": bench_command}
     try:
         return commands[args.command](args)
     except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError,

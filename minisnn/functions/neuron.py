@@ -50,15 +50,21 @@ class LIF(Function):
         if self.fused:
             self.u, self.o, spikes = _fused_forward(x, self.v_th, self.tau_decay)
             return spikes
-        tau, spike = self.tau_decay, self.surrogate.spike
-        u = xp.empty_like(x)
-        o = xp.empty(x.shape, dtype=xp.uint8 if self.surrogate.heaviside else x.dtype)
-        u_prev = xp.zeros(x.shape[1:], x.dtype)    # u[-1] = 0
-        o_prev = xp.zeros(x.shape[1:], o.dtype)    # o[-1] = 0
-        for t in range(len(x)):
-            u[t] = tau * u_prev * (1 - o_prev) + x[t]
-            o[t] = spike(u[t] - self.v_th)
-            u_prev, o_prev = u[t], o[t]
+        tau, heaviside = self.tau_decay, self.surrogate.heaviside
+        u = xp.empty(x.shape, x.dtype)
+        o = xp.empty(x.shape, dtype=xp.uint8 if heaviside else x.dtype)
+        for t in range(len(x)):                    # each step written in place into u[t] and o[t]
+            u_t = u[t]
+            if t == 0:
+                u_t[...] = x[0]                    # u[-1] = o[-1] = 0
+            else:
+                xp.multiply(u[t - 1], tau, out=u_t)
+                u_t *= 1 - o[t - 1]
+                u_t += x[t]
+            if heaviside:                          # H(u - V_th) = (u >= V_th), written as 0/1 bytes
+                xp.greater_equal(u_t, self.v_th, out=o[t])
+            else:
+                o[t] = self.surrogate.spike(u_t - self.v_th)
         self.u, self.o = u, o
         return o.astype(x.dtype)
 
@@ -73,13 +79,22 @@ class LIF(Function):
         if self.fused:
             return _fused_backward(gy, self.u, self.o, self.v_th, self.tau_decay, self.detach_reset,
                                    self.surrogate.cuda_grad())
-        u, o, tau, grad = self.u, self.o, self.tau_decay, self.surrogate.grad
+        u, o, tau = self.u, self.o, self.tau_decay
+        surrogate_grad = self.surrogate.grad(u - self.v_th)   # h'(u[t] - V_th), all t at once
         gx = xp.empty_like(u)
-        g_next = xp.zeros(u.shape[1:], u.dtype)    # dL/du[T] = 0: nothing follows the last step
         for t in reversed(range(len(u))):
-            g_o = gy[t] if self.detach_reset else gy[t] - tau * u[t] * g_next
-            gx[t] = g_o * grad(u[t] - self.v_th) + tau * g_next * (1 - o[t])
-            g_next = gx[t]
+            g = gx[t]                                         # becomes dL/du[t], in place
+            if t == len(u) - 1 or self.detach_reset:          # dL/du[T] = 0, or the reset path cut
+                xp.multiply(gy[t], surrogate_grad[t], out=g)
+            else:
+                xp.multiply(u[t], tau, out=g)
+                g *= gx[t + 1]
+                xp.subtract(gy[t], g, out=g)                  # dL/do[t]
+                g *= surrogate_grad[t]
+            if t < len(u) - 1:
+                leak = gx[t + 1] * tau
+                leak *= 1 - o[t]
+                g += leak
         return gx
 
 

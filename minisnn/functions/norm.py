@@ -37,6 +37,10 @@ class BatchNormFunction(Function):
 
         dx = istd * g_hat,   dlambda and dbeta as above.
 
+    Statistics: mean = sum(x) / n (summed in float64), then var = mean((x - mean)^2) from the
+    centred x that y is built from anyway, so no array beyond y is made. Only x is kept for backward
+    -- it is alive anyway as this Function's input -- and x - mean is rebuilt from it there, so no
+    normalised copy waits in memory between forward and backward.
     The per-channel means in dx reuse the parameter gradients: mean(g_hat) = lambda * s * dbeta / n
     and mean(g_hat * xn) = lambda * dlambda / n, so backward makes only two reductions.
     Training also updates ``running_mean`` / ``running_var`` in place (when they are given).
@@ -48,44 +52,50 @@ class BatchNormFunction(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # per-channel arrays broadcast against x
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)  # [B, C, S]: statistics over axes 0 and 2
+        n = x3.shape[0] * x3.shape[2]
+        mean = x3.sum(axis=(0, 2), dtype=xp.float64) / n if self.training else self.running_mean
+        self.mean = mean.astype(x.dtype)[:, None]                    # per channel, broadcast over S
+        y = x3 - self.mean                                           # x - mean
         if self.training:
-            mean = x.mean(axis=self.axes, keepdims=True)
-            xc = x - mean
-            var = xp.square(xc).mean(axis=self.axes, keepdims=True)  # two passes: no cancellation
-            self._update_running(mean, var, x.size // x.shape[1])
+            var = xp.einsum("bcs,bcs->c", y, y) / n                  # biased, two-pass: no cancellation
+            self._update_running(mean, var, n)
         else:
-            mean = self.running_mean.astype(x.dtype, copy=False).reshape(shape)
-            var = self.running_var.astype(x.dtype, copy=False).reshape(shape)
-            xc = x - mean
-        self.istd = 1 / xp.sqrt(var + self.eps)
-        xc *= self.istd  # xc is a fresh array: normalise it in place to get xn
-        self.xn, self.weight = xc, weight.reshape(shape)
-        y = self.xn * (self.weight * self.scale)
-        y += bias.reshape(shape)
-        return y
+            var = self.running_var
+        self.istd = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)[:, None]
+        self.x3, self.weight = x3, weight
+        y *= self.istd * (weight[:, None] * self.scale)              # lambda s (x - mean) istd
+        y += bias[:, None]                                           #   + beta
+        return y.reshape(x.shape)
 
     def _update_running(self, mean, var, n):
         """running = (1 - m) * running + m * batch, with the unbiased variance for running_var."""
         if self.running_mean is None:
             return
         m = self.momentum
-        self.running_mean[...] = (1 - m) * self.running_mean + m * mean.reshape(-1)
-        self.running_var[...] = (1 - m) * self.running_var + m * var.reshape(-1) * (n / (n - 1))
+        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+        self.running_var[...] = (1 - m) * self.running_var + m * var * (n / (n - 1))
 
     def backward(self, gy):
-        n = gy.size // gy.shape[1]
-        sum_gy = gy.sum(axis=self.axes, keepdims=True)              # = dbeta
-        sum_gy_xn = (gy * self.xn).sum(axis=self.axes, keepdims=True)  # = dlambda / s
+        xp = get_array_module(gy)
+        gy3 = gy.reshape(self.x3.shape)
+        n = gy3.shape[0] * gy3.shape[2]
+        xc = self.x3 - self.mean                                     # x - mean; xn = xc * istd
+        sum_gy = gy3.sum(axis=(0, 2))                                # = dbeta
+        sum_gy_xn = xp.einsum("bcs,bcs->c", gy3, xc) * self.istd[:, 0]  # = dlambda / s
         gx = None
         if self.needs_input_grad[0]:
-            gain = self.weight * (self.scale * self.istd)  # dy/dx with the statistics held fixed
-            if self.training:
-                gx = gain * (gy - sum_gy / n - self.xn * (sum_gy_xn / n))
+            gain = self.weight[:, None] * (self.scale * self.istd)   # dy/dx with the statistics held fixed
+            if self.training:                                        # gain (gy - sum_gy/n - xn sum_gy_xn/n)
+                gx = xc
+                gx *= self.istd * (-sum_gy_xn[:, None] / n)
+                gx += gy3
+                gx -= sum_gy[:, None] / n
+                gx *= gain
             else:
-                gx = gain * gy
-        return gx, (sum_gy_xn * self.scale).reshape(-1), sum_gy.reshape(-1)
+                gx = gain * gy3
+            gx = gx.reshape(gy.shape)
+        return gx, sum_gy_xn * self.scale, sum_gy
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, per_timestep=False, scale=1.0,

@@ -1,0 +1,170 @@
+"""The benchmark's peer: minisnn's spiking ResNets rebuilt in plain PyTorch, with the same equations.
+
+    python benchmarks/peer_torch.py --model resnet19 -T 2 --batch 8 --steps 3 --threads 2
+
+Only the benchmark uses this file; PyTorch is never a dependency of minisnn. Equations (as in
+minisnn/models/resnet.py, functions/neuron.py, functions/norm.py):
+
+* conv (no bias) -> tdBN: per channel over (T, N, H, W), y = lambda * alpha * V_th * (x - mean) /
+  sqrt(var + eps) + beta (alpha = 1/sqrt(2) on both branches of a residual join);
+* LIF, looped over T: u[t] = tau_decay * u[t-1] * (1 - o[t-1]) + x[t], o[t] = H(u[t] - V_th), with
+  the rectangular surrogate dH/du = 1{|u - V_th| < 1/2} in a torch.autograd.Function;
+* BasicBlock o = LIF(tdBN_a(conv(LIF(tdBN(conv(x))))) + shortcut(x)); direct encoding (stem
+  conv + tdBN computed once, broadcast over T); global average pooling; [FC 256 + LIF]; FC 10; mean
+  over T; cross-entropy; SGD with momentum 0.9 and weight decay 5e-4.
+
+Prints one JSON line: median step seconds, images/s and the process's peak RSS.
+"""
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+V_TH, TAU, ALPHA_RES = 0.5, 0.25, 1 / math.sqrt(2)
+
+
+class SpikeFn(torch.autograd.Function):
+    """o = H(u - V_th);  do/du = 1{|u - V_th| < 1/2} (rectangular surrogate, width 1)."""
+
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        return (u >= V_TH).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (u,) = ctx.saved_tensors
+        return g * ((u - V_TH).abs() < 0.5).to(g.dtype)
+
+
+def lif(x):
+    """x [T, N, ...] -> spikes [T, N, ...]; u[t] = tau u[t-1] (1 - o[t-1]) + x[t], o[t] = H(u[t] - V_th)."""
+    out = []
+    for t in range(x.shape[0]):
+        u = x[t] if t == 0 else TAU * u * (1 - o) + x[t]   # u[-1] = o[-1] = 0
+        o = SpikeFn.apply(u)
+        out.append(o)
+    return torch.stack(out)
+
+
+class ConvBN(nn.Module):
+    """conv (no bias) + tdBN on [T, N, C, H, W], both on the folded [T*N, C, H, W] batch."""
+
+    def __init__(self, cin, cout, k, stride=1, alpha=1.0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight)
+        self.weight = nn.Parameter(torch.ones(cout))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.register_buffer("running_mean", torch.zeros(cout))
+        self.register_buffer("running_var", torch.ones(cout))
+        self.scale = alpha * V_TH
+
+    def forward(self, x):
+        T, N = x.shape[:2]
+        y = self.conv(x.flatten(0, 1))
+        y = F.batch_norm(y, self.running_mean, self.running_var, self.weight * self.scale, self.bias,
+                         training=True, momentum=0.1, eps=1e-5)
+        return y.unflatten(0, (T, N))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = ConvBN(cin, cout, 3, stride)
+        self.conv2 = ConvBN(cout, cout, 3, 1, alpha=ALPHA_RES)
+        self.shortcut = ConvBN(cin, cout, 1, stride, alpha=ALPHA_RES) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return lif(self.conv2(lif(self.conv1(x))) + skip)
+
+
+class SpikingResNet(nn.Module):
+    def __init__(self, stages, stem, T, fc_hidden=256, num_classes=10, in_channels=3):
+        super().__init__()
+        self.T = T
+        self.stem = ConvBN(in_channels, stem, 3)
+        blocks, cin = [], stem
+        for width, n, stride in stages:
+            for i in range(n):
+                blocks.append(BasicBlock(cin, width, stride if i == 0 else 1))
+                cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fc1 = nn.Linear(cin, fc_hidden) if fc_hidden else None
+        self.fc2 = nn.Linear(fc_hidden or cin, num_classes)
+
+    def forward(self, x):
+        h = self.stem(x[None])                          # direct encoding: once, then repeated over T
+        h = lif(h.expand(self.T, *h.shape[1:]))
+        h = self.blocks(h).mean(dim=(3, 4))             # global average pooling -> [T, N, C]
+        if self.fc1 is not None:
+            h = lif(self.fc1(h))
+        return self.fc2(h).mean(dim=0)
+
+
+def build(model, T, width=32, blocks=(1, 1, 1)):
+    if model == "resnet19":
+        return SpikingResNet([(128, 3, 1), (256, 3, 2), (512, 2, 2)], 128, T)
+    if model == "resnet_small":
+        stages = [(width * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
+        return SpikingResNet(stages, width, T, fc_hidden=0)
+    raise ValueError(f"peer_torch: unknown model {model!r}")
+
+
+def current_rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, blocks=(1, 1, 1), seed=0):
+    """Time ``steps`` training steps after ``warmup`` ones. Returns a dict of figures."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = build(model, T, width, blocks)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    base_rss = current_rss_mb()
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    median = statistics.median(times)
+    return {"framework": "torch", "torch": torch.__version__, "model": model, "T": T, "batch": batch,
+            "threads": threads, "step_s": median, "step_s_all": times, "images_per_s": batch / median,
+            "peak_rss_mb": peak, "base_rss_mb": base_rss, "step_rss_mb": peak - base_rss,
+            "loss": loss.item()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet19", choices=["resnet19", "resnet_small"])
+    p.add_argument("-T", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1])
+    a = p.parse_args(argv)
+    print(json.dumps(run(a.model, a.T, a.batch, a.steps, a.warmup, a.threads, a.width, tuple(a.blocks))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The benchmark's logic on a tiny model (no timing assertions): MAC counting, one measured step, an
+isolated run, the Markdown report, the CLI, and -- where PyTorch is installed -- that the PyTorch peer
+computes the same network as minisnn (same loss and gradients in float64)."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisnn import bench
+from minisnn.cli import main as cli_main
+from minisnn.core import Tensor
+from minisnn.functions.loss import softmax_cross_entropy
+from minisnn.models import resnet_small
+
+TINY = {"width": 4, "blocks": (1, 1, 1)}
+
+
+def resnet_small_macs(width, T, N, size, in_channels=3, classes=10):
+    """Forward MACs of resnet_small(width, blocks=(1,1,1), fc_hidden=0), worked out layer by layer:
+    outputs x fan-in. The stem conv runs once (direct encoding), every other layer on T*N images."""
+    w, s = width, size
+    macs = N * w * s * s * in_channels * 9                          # stem conv3x3, on N images only
+    macs += 2 * T * N * w * s * s * w * 9                            # stage 1: two conv3x3 w -> w
+    for cin, cout in ((w, 2 * w), (2 * w, 4 * w)):                   # stages 2, 3: stride 2
+        s //= 2
+        out = T * N * cout * s * s
+        macs += out * cin * 9 + out * cout * 9 + out * cin           # conv3x3, conv3x3, 1x1 shortcut
+    return macs + T * N * classes * 4 * w                            # FC 4w -> classes
+
+
+def test_count_macs_matches_layer_by_layer_count():
+    model = resnet_small(T=3, **TINY)
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    with bench.count_macs(model) as macs:
+        model(Tensor(x))
+    assert macs[0] == resnet_small_macs(4, T=3, N=2, size=8)
+    model(Tensor(x))  # outside the block the layers are unwrapped: nothing more is counted
+    assert macs[0] == resnet_small_macs(4, T=3, N=2, size=8)
+    assert not any("forward" in vars(m) for _, m in model.named_modules())
+
+
+def test_measure_step_reports_figures_and_trains():
+    row = bench.measure_step("resnet_small", T=2, batch=2, steps=2, warmup=1, model_args=TINY, gemm_size=256)
+    assert row["forward_macs"] == resnet_small_macs(4, T=2, N=2, size=32)
+    assert len(row["step_s_all"]) == 2 and row["step_s"] > 0
+    assert row["images_per_s"] == pytest.approx(2 / row["step_s"])
+    assert row["gflops"] == pytest.approx(6 * row["forward_macs"] / row["step_s"] / 1e9)
+    assert row["gemm_gflops"] > 0 and row["gemm_fraction"] == pytest.approx(row["gflops"] / row["gemm_gflops"])
+    assert row["peak_rss_mb"] >= row["base_rss_mb"] > 0
+    assert np.isfinite(row["loss"])
+
+
+def test_run_isolated_measures_in_a_fresh_process():
+    config = dict(model="resnet_small", T=1, batch=2, steps=1, warmup=1, model_args=TINY, gemm_size=256)
+    row = bench.run_isolated("minisnn", config, threads=1)
+    assert row["framework"] == "minisnn" and row["T"] == 1 and row["model_args"]["blocks"] == [1, 1, 1]
+    assert row["forward_macs"] == resnet_small_macs(4, T=1, N=2, size=32)
+    with pytest.raises(ValueError, match="framework"):
+        bench.run_isolated("jax", config)
+
+
+def fake_row(T, step_s, step_rss_mb, **extra):
+    return dict(model="resnet19", model_args={}, T=T, batch=8, step_s=step_s, images_per_s=8 / step_s,
+                forward_macs=2e9 * T, gflops=12e9 * T / step_s / 1e9, gemm_gflops=50.0,
+                gemm_fraction=12 * T / step_s / 50, peak_rss_mb=step_rss_mb + 100, step_rss_mb=step_rss_mb, **extra)
+
+
+def test_markdown_report_has_command_machine_rows_and_growth():
+    rows = [fake_row(2, 2.0, 400, torch_step_s=4.0, torch_peak_rss_mb=900, torch_step_rss_mb=600, ratio=0.5),
+            fake_row(6, 5.0, 1000)]
+    text = bench.markdown(rows, "minisnn bench -T 2 6", bench.machine_info(), threads=2)
+    assert "Command: `minisnn bench -T 2 6`" in text and "2 threads" in text
+    table = [line for line in text.splitlines() if line.startswith("| resnet19")]
+    assert len(table) == 2
+    assert table[0].split("|")[-2].strip() == "0.50"           # ratio column
+    assert table[1].split("|")[-2].strip() == "-"              # no peer figures for that row
+    assert "relative to T=2: T=6: 2.50x time, 2.50x memory." in text
+
+
+def test_growth_with_depth_counts_weight_layers_of_the_main_path():
+    rows = [dict(fake_row(2, 1.0 * n, 100 * n), model="resnet_small", model_args={"width": 8, "blocks": (n, n, n)})
+            for n in (2, 1, 3)]
+    # blocks (n, n, n): stem conv + 2 convs per block + FC = 6n + 2 weight layers
+    assert bench.growth(rows) == ["- resnet_small width 8, T=2, batch 8, relative to 8 layers: "
+                                  "14 layers: 2.00x time, 2.00x memory; 20 layers: 3.00x time, 3.00x memory."]
+
+
+def test_cli_bench_appends_a_section_to_the_results_file(tmp_path, capsys):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nearlier section\n")
+    code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "-T", "1", "--batch", "2",
+                     "--steps", "1", "--no-peer", "--threads", "1", "--gemm-size", "256", "--results", str(results)])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["model"] == "resnet_small" and "torch_step_s" not in row
+    text = results.read_text()
+    assert text.startswith("# Results\n\nearlier section\n")   # appended, nothing rewritten
+    assert "minisnn bench --model resnet_small -T 1 --batch 2 --width 4 --blocks 1 1 1" in text
+    assert "| resnet_small w4 b111 | 1 | 2 |" in text
+
+
+# ------------------------------------------------------------------------ the PyTorch peer
+def load_peer():
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("peer_torch", bench.PEER)
+    peer = importlib.util.module_from_spec(spec)
+    sys.modules["peer_torch"] = peer
+    spec.loader.exec_module(peer)
+    return peer
+
+
+def test_peer_computes_the_same_network_as_minisnn():
+    """Same weights, same float64 input: the same loss and the same gradient for every weight."""
+    torch = pytest.importorskip("torch")
+    peer = load_peer()
+    ours = resnet_small(T=3, **TINY).astype(np.float64)
+    theirs = peer.build("resnet_small", T=3, width=4, blocks=(1, 1, 1)).double()
+    convbn_ours = [m for _, m in ours.named_modules() if type(m).__name__ == "ConvBN"]
+    convbn_theirs = [m for m in theirs.modules() if isinstance(m, peer.ConvBN)]
+    assert len(convbn_ours) == len(convbn_theirs) == 9
+    pairs = []
+    for a, b in zip(convbn_ours, convbn_theirs):
+        pairs += [(a.conv.weight, b.conv.weight), (a.bn.weight, b.weight), (a.bn.bias, b.bias)]
+    pairs += [(ours.head[0].weight, theirs.fc2.weight), (ours.head[0].bias, theirs.fc2.bias)]
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for a, b in pairs:
+            a.data = a.data + rng.normal(0, 0.1, a.shape)  # move lambda, beta off 1, 0 as well
+            b.copy_(torch.from_numpy(a.data))
+    x = rng.random((4, 3, 16, 16))
+    y = rng.integers(0, 10, 4)
+
+    loss = softmax_cross_entropy(ours(Tensor(x)), y)
+    loss.backward()
+    torch_loss = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+    torch_loss.backward()
+    assert float(loss.data) == pytest.approx(torch_loss.item(), rel=1e-9)
+    for a, b in pairs:
+        np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_peer_is_not_a_dependency_of_minisnn():
+    for path in Path(bench.__file__).parent.rglob("*.py"):
+        assert "import torch" not in path.read_text(), f"{path} imports torch"
