@@ -54,6 +54,12 @@ def make_config(**overrides):
 
 
 # ---------------------------------------------------------------------------------------- data
+def limit(data, limit_train=None, limit_test=None):
+    """The data set cut to its first ``limit_train`` / ``limit_test`` examples (for quick runs)."""
+    return dataclasses.replace(data, train_x=data.train_x[:limit_train], train_y=data.train_y[:limit_train],
+                               test_x=data.test_x[:limit_test], test_y=data.test_y[:limit_test])
+
+
 def load_data(config):
     """The config's data set, cut to ``limit_train`` / ``limit_test`` examples. Event data sets take
     their number of frames from the config's T."""
@@ -93,12 +99,6 @@ def model_for(config, data):
     model_args = dict(config["model_args"], num_classes=data.num_classes, in_channels=data.in_channels,
                       T=config["T"], seed=config["seed"])
     return build_model(config["model"], **model_args).to(config["device"])
-
-
-def limit(data, limit_train=None, limit_test=None):
-    """The data set cut to its first ``limit_train`` / ``limit_test`` examples (for quick runs)."""
-    return dataclasses.replace(data, train_x=data.train_x[:limit_train], train_y=data.train_y[:limit_train],
-                               test_x=data.test_x[:limit_test], test_y=data.test_y[:limit_test])
 
 
 # ------------------------------------------------------------------------------------- the job
