@@ -17,6 +17,7 @@ from numbers import Integral
 
 from ..backend import get_array_module
 from ..core import Function
+from ..parallel import map_chunks
 
 
 def as_pair(value, name):
@@ -67,8 +68,8 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return patches.reshape(C * kh * kw, B * Ho * Wo)
 
 
-def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
-    """The adjoint of im2col: [C*kh*kw, B*Ho*Wo] -> [B, C, H, W].
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0, out=None):
+    """The adjoint of im2col: [C*kh*kw, B*Ho*Wo] -> [B, C, H, W] (written into `out` if given).
 
     gx[n, c, h, w] = sum over (p, q, i, j) with i*s_h + p - pad_h = h and j*s_w + q - pad_w = w
                      of cols[(c, p, q), (n, i, j)].
@@ -87,7 +88,14 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     for p in range(kh):
         for q in range(kw):
             gx[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += patches[:, p, q]
-    return xp.ascontiguousarray(gx[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+    gx = gx[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+    if out is None:
+        return xp.ascontiguousarray(gx)
+    out[...] = gx
+    return out
+
+
+COLS_CHUNK_BYTES = 4 << 20  # cols per batch chunk on the CPU: small enough to stay in cache
 
 
 def _check_dtypes(name, *arrays):
@@ -118,10 +126,19 @@ class Conv2d(Function):
     where gY is gy laid out as [Cout, B*Ho*Wo]. cols is rebuilt from x in backward rather than kept:
     x is alive anyway (it is this Function's input) while cols is kh*kw times larger.
     dx is skipped when x needs no gradient (the first layer).
+
+    On the CPU the batch is split into one chunk per core (``parallel.map_chunks``): each chunk builds
+    its own cols and runs its own GEMMs, and dW is the sum of the chunks' partial products.
     """
 
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = stride, padding
+
+    @staticmethod
+    def _parts(x, W, Ho, Wo):
+        """How many batch chunks keep each chunk's cols near COLS_CHUNK_BYTES."""
+        cols_bytes = W[0].size * x.shape[0] * Ho * Wo * x.itemsize
+        return -(-cols_bytes // COLS_CHUNK_BYTES)
 
     def forward(self, x, W, b=None):
         xp = get_array_module(x)
@@ -135,27 +152,41 @@ class Conv2d(Function):
         Cout, _, kh, kw = W.shape
         _, _, (Ho, Wo) = _geometry(x.shape, kh, kw, self.stride, self.padding)
         self.x, self.W = x, W
-        y = W.reshape(Cout, -1) @ im2col(x, kh, kw, self.stride, self.padding)  # [Cout, B*Ho*Wo]
-        if b is not None:
-            y += b[:, None]
-        return xp.ascontiguousarray(y.reshape(Cout, x.shape[0], Ho, Wo).transpose(1, 0, 2, 3))
+        W_matrix = W.reshape(Cout, -1)
+        y = xp.empty((x.shape[0], Cout, Ho, Wo), dtype=x.dtype)
+
+        def chunk_forward(rows):
+            y_chunk = W_matrix @ im2col(x[rows], kh, kw, self.stride, self.padding)  # [Cout, b*Ho*Wo]
+            if b is not None:
+                y_chunk += b[:, None]
+            y[rows] = y_chunk.reshape(Cout, -1, Ho, Wo).transpose(1, 0, 2, 3)
+
+        map_chunks(chunk_forward, x.shape[0], xp, self._parts(x, W, Ho, Wo))
+        return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         x, W = self.x, self.W
         Cout, _, kh, kw = W.shape
-        gY = gy.transpose(1, 0, 2, 3).reshape(Cout, -1)  # [Cout, B*Ho*Wo]
-        gx = None
-        if self.needs_input_grad[0]:
-            gx = col2im(W.reshape(Cout, -1).T @ gY, x.shape, kh, kw, self.stride, self.padding)
-        gW = None
-        if self.needs_input_grad[1]:
-            cols = im2col(x, kh, kw, self.stride, self.padding)
-            # dW = gY cols^T sums over the long B*Ho*Wo axis. Multithreaded OpenBLAS splits the rows
+        W_matrix = W.reshape(Cout, -1)
+        need_gx, need_gW = self.needs_input_grad[:2]
+        gx = xp.empty_like(x) if need_gx else None
+
+        def chunk_backward(rows):
+            gY = gy[rows].transpose(1, 0, 2, 3).reshape(Cout, -1)  # [Cout, b*Ho*Wo]
+            if need_gx:
+                col2im(W_matrix.T @ gY, x[rows].shape, kh, kw, self.stride, self.padding, out=gx[rows])
+            if not need_gW:
+                return None
+            cols = im2col(x[rows], kh, kw, self.stride, self.padding)
+            # dW = gY cols^T sums over the long b*Ho*Wo axis. Multithreaded OpenBLAS splits the rows
             # of a product among its threads; with few rows it synchronises them at every block of
             # that long sum, which on a busy machine made this product up to 30x slower. So the
             # side with more rows goes first: dW = (cols gY^T)^T unless Cout > C*kh*kw (the stem).
-            gW = gY @ cols.T if Cout > cols.shape[0] else (cols @ gY.T).T
-            gW = gW.reshape(W.shape)
+            return gY @ cols.T if Cout > cols.shape[0] else (cols @ gY.T).T
+
+        partial_gWs = map_chunks(chunk_backward, x.shape[0], xp, self._parts(x, W, *gy.shape[2:]))
+        gW = sum(partial_gWs[1:], partial_gWs[0]).reshape(W.shape) if need_gW else None
         if len(self.needs_input_grad) == 2:
             return gx, gW
         gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None

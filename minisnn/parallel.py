@@ -1,0 +1,91 @@
+"""Spreading a batch over the CPU's cores.
+
+NumPy runs its elementwise loops, copies and reductions on one core, and OpenBLAS's own threads scale
+poorly on the thin matrix products of a convolution (on a 2-core machine two OpenBLAS threads made a
+conv step barely faster than one). So on the CPU minisnn splits a batch into one contiguous chunk per
+worker and runs the chunks in a thread pool:
+
+    map_chunks(fn, n, xp)  ->  [fn(slice(0, n_1)), fn(slice(n_1, n_2)), ...]
+
+NumPy releases the GIL inside its loops and BLAS calls, so the chunks really run at the same time.
+While they run, BLAS is held at one thread per worker (through threadpoolctl, which finds the BLAS
+library NumPy was built with and calls its own thread setter), so that the two levels of threading
+do not fight for the cores. BLAS gets its thread count back afterwards.
+
+``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
+``set_workers(n)`` changes it at run time. On CuPy there is one chunk: the GPU is parallel already.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+ENV_VAR = "MINISNN_THREADS"
+
+_workers = None
+_pool = None
+_blas = None
+
+
+def _default_workers():
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"${ENV_VAR} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def workers():
+    """How many chunks a CPU batch is split into."""
+    global _workers
+    if _workers is None:
+        _workers = _default_workers()
+    return _workers
+
+
+def set_workers(n):
+    """Use n worker threads from now on (1 turns the splitting off)."""
+    global _workers, _pool
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"workers must be a positive int, got {n!r}")
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
+    _workers = n
+
+
+def chunks(n, parts):
+    """Split range(n) into at most `parts` contiguous slices of near-equal length (none empty)."""
+    parts = max(1, min(parts, n))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def _blas_one_thread():
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()  # NumPy is imported above, so its BLAS is found
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def map_chunks(fn, n, xp=np, min_parts=1):
+    """Call fn(slice) for contiguous slices covering range(n), in parallel on the CPU; return the results
+    in slice order. fn must only read shared arrays and write to disjoint parts of outputs.
+
+    The CPU split has at least `min_parts` slices (a caller asks for more, smaller slices when each
+    slice allocates a large temporary: a few megabytes stay in cache and are reused by the allocator,
+    while a fresh 100 MB array costs a page fault per 4 KB on first touch)."""
+    if xp is not np:
+        return [fn(slice(0, n))]
+    parts = min(n, max(workers(), min_parts))
+    if parts == 1:
+        return [fn(slice(0, n))]
+    if workers() == 1:
+        return [fn(rows) for rows in chunks(n, parts)]
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
+    with _blas_one_thread():
+        return list(_pool.map(fn, chunks(n, parts)))

@@ -1,0 +1,74 @@
+"""Splitting a batch across CPU workers: the slices, the thread pool, and a conv split into many chunks."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minisnn import Tensor, parallel
+from minisnn.functions import conv
+from minisnn.functions.conv import conv2d
+from test_conv import naive_conv, naive_conv_grads
+
+
+@pytest.fixture
+def workers():
+    """Set the worker count for one test; restore the default afterwards."""
+    before = parallel.workers()
+    yield parallel.set_workers
+    parallel.set_workers(before)
+
+
+@given(st.integers(0, 100), st.integers(1, 12))
+def test_chunks_cover_the_range_in_order_without_empty_slices(n, parts):
+    slices = parallel.chunks(n, parts)
+    covered = [i for s in slices for i in range(n)[s]]
+    assert covered == list(range(n))
+    assert len(slices) == max(1, min(parts, n))
+    lengths = [s.stop - s.start for s in slices]
+    assert n == 0 or (min(lengths) >= 1 and max(lengths) - min(lengths) <= 1)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, count):
+    workers(count)
+    assert parallel.map_chunks(lambda s: (s.start, s.stop), 7, np, min_parts=4) == [(0, 1), (1, 3), (3, 5), (5, 7)]
+
+    def fail(s):
+        raise KeyError("from a worker")
+    with pytest.raises(KeyError, match="from a worker"):
+        parallel.map_chunks(fail, 7, np)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 1), st.integers(1, 2), st.integers(0, 2**32 - 1))
+def test_conv_split_into_one_chunk_per_sample_matches_naive_loop(workers_count, padding, stride, seed):
+    """With COLS_CHUNK_BYTES = 1 every sample is its own chunk: y, dx, dW and db must not change."""
+    rng = np.random.default_rng(seed)
+    x, W, b = rng.standard_normal((5, 2, 6, 5)), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    before, saved_bytes = parallel.workers(), conv.COLS_CHUNK_BYTES
+    parallel.set_workers(workers_count)
+    conv.COLS_CHUNK_BYTES = 1
+    try:
+        tx, tW, tb = (Tensor(a, requires_grad=True) for a in (x, W, b))
+        y = conv2d(tx, tW, tb, stride=stride, padding=padding)
+        gy = rng.standard_normal(y.shape)
+        y.backward(gy)
+    finally:
+        parallel.set_workers(before)
+        conv.COLS_CHUNK_BYTES = saved_bytes
+    np.testing.assert_allclose(y.data, naive_conv(x, W, b, stride, padding), rtol=1e-10, atol=1e-10)
+    for got, want in zip((tx.grad, tW.grad, tb.grad), naive_conv_grads(x, W, gy, stride, padding)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_thread_count_in_environment_is_an_error(monkeypatch, workers, value):
+    monkeypatch.setenv(parallel.ENV_VAR, value)
+    monkeypatch.setattr(parallel, "_workers", None)
+    with pytest.raises(ValueError, match="MINISNN_THREADS"):
+        parallel.workers()
+
+
+def test_thread_count_from_environment(monkeypatch, workers):
+    monkeypatch.setenv(parallel.ENV_VAR, "3")
+    monkeypatch.setattr(parallel, "_workers", None)
+    assert parallel.workers() == 3
