@@ -23,6 +23,7 @@ import math
 
 from ..backend import get_array_module, is_gpu_array
 from ..core import Function
+from ..parallel import map_chunks
 from .surrogate import get_surrogate
 
 
@@ -50,10 +51,20 @@ class LIF(Function):
         if self.fused:
             self.u, self.o, spikes = _fused_forward(x, self.v_th, self.tau_decay)
             return spikes
-        tau, heaviside = self.tau_decay, self.surrogate.heaviside
+        heaviside = self.surrogate.heaviside
         u = xp.empty(x.shape, x.dtype)
         o = xp.empty(x.shape, dtype=xp.uint8 if heaviside else x.dtype)
-        for t in range(len(x)):                    # each step written in place into u[t] and o[t]
+        per_step = (len(x), -1)                    # [T, M]: neurons side by side, chunked across cores
+        x_, u_, o_ = x.reshape(per_step), u.reshape(per_step), o.reshape(per_step)
+        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n]), u_.shape[1], xp, _parts(u))
+        self.u, self.o = u, o
+        return o.astype(x.dtype)
+
+    def _forward_loop(self, x, u, o):
+        """The loop over t for one chunk of neurons, each step written in place into u[t] and o[t]."""
+        xp = get_array_module(x)
+        tau, heaviside = self.tau_decay, self.surrogate.heaviside
+        for t in range(len(x)):
             u_t = u[t]
             if t == 0:
                 u_t[...] = x[0]                    # u[-1] = o[-1] = 0
@@ -65,8 +76,6 @@ class LIF(Function):
                 xp.greater_equal(u_t, self.v_th, out=o[t])
             else:
                 o[t] = self.surrogate.spike(u_t - self.v_th)
-        self.u, self.o = u, o
-        return o.astype(x.dtype)
 
     def backward(self, gy):
         """STBP, t = T-1 .. 0, starting from dL/du[T] = 0:
@@ -79,9 +88,18 @@ class LIF(Function):
         if self.fused:
             return _fused_backward(gy, self.u, self.o, self.v_th, self.tau_decay, self.detach_reset,
                                    self.surrogate.cuda_grad())
-        u, o, tau = self.u, self.o, self.tau_decay
+        gx = xp.empty_like(self.u)
+        per_step = (len(gx), -1)
+        gy_, u_, o_, gx_ = (a.reshape(per_step) for a in (gy, self.u, self.o, gx))
+        map_chunks(lambda n: self._backward_loop(gy_[:, n], u_[:, n], o_[:, n], gx_[:, n]), gx_.shape[1], xp,
+                   _parts(gx))
+        return gx
+
+    def _backward_loop(self, gy, u, o, gx):
+        """The STBP loop over t for one chunk of neurons, dL/du[t] written in place into gx[t]."""
+        xp = get_array_module(gy)
+        tau = self.tau_decay
         surrogate_grad = self.surrogate.grad(u - self.v_th)   # h'(u[t] - V_th), all t at once
-        gx = xp.empty_like(u)
         for t in reversed(range(len(u))):
             g = gx[t]                                         # becomes dL/du[t], in place
             if t == len(u) - 1 or self.detach_reset:          # dL/du[T] = 0, or the reset path cut
@@ -95,7 +113,11 @@ class LIF(Function):
                 leak = gx[t + 1] * tau
                 leak *= 1 - o[t]
                 g += leak
-        return gx
+
+
+def _parts(u):
+    """Chunks of about 4 MB of membrane potential: small enough for the cache."""
+    return -(-u.nbytes // (4 << 20))
 
 
 def lif(x, v_th=0.5, tau_decay=0.25, surrogate="rectangular", detach_reset=False):
