@@ -61,7 +61,7 @@ from minisnn.data import get_dataset
 from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import PlainSpikingNet
 from minisnn.nn import LIF, Conv2d
-from minisnn.optim import Adam
+from minisnn.optim import SGD, Adam
 from minisnn.train import limit
 
 NORMS = ("tdbn", "bn", "none")
@@ -71,8 +71,8 @@ EPOCHS, BATCH, LR, SEED = (1, 32, 0.02, 0) if FAST else (3, 32, 0.02, 0)
 LIMIT = 64 if FAST else None            # fast mode trains on 64 images only
 
 
-def build(norm):
-    return PlainSpikingNet(depth=DEPTH, width=WIDTH, norm=norm, T=T, seed=SEED)
+def build(norm, depth=DEPTH, seed=SEED):
+    return PlainSpikingNet(depth=depth, width=WIDTH, norm=norm, T=T, seed=seed)
 
 
 def convs(model):
@@ -165,14 +165,17 @@ def at_initialisation(data):
     save_figure(fig, "07_init_rates_grads.png")
 
 
-def train(norm, data):
-    """Train one net; return its test accuracy per epoch, mean per-layer grad norms, final rates, time."""
-    model = build(norm)
-    optimizer = Adam(model.parameters(), lr=LR)
-    loader = data.loader("train", BATCH, seed=SEED)
+def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer="adam"):
+    """Train one net; return its test accuracy per epoch, mean per-layer grad norms, final rates, time.
+
+    (benchmarks/tdbn_sweep.py calls this over learning rates, depths and seeds.)"""
+    model = build(norm, depth, seed)
+    optimizer = (Adam(model.parameters(), lr=lr) if optimizer == "adam"
+                 else SGD(model.parameters(), lr=lr, momentum=0.9))
+    loader = data.loader("train", BATCH, seed=seed)
     accs, grads, losses = [], [], []
     with Timer() as timer:
-        for epoch in range(EPOCHS):
+        for epoch in range(epochs):
             for images, labels in loader.batches(epoch):
                 loss = softmax_cross_entropy(model(Tensor(images)), labels)
                 optimizer.zero_grad()

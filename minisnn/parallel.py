@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 ENV_VAR = "MINISNN_THREADS"
+CHUNK_BYTES = 4 << 20  # the memory one chunk should touch: a share of the L2/L3 cache
 
 _workers = None
 _pool = None
@@ -70,16 +71,17 @@ def _blas_one_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
-def map_chunks(fn, n, xp=np, min_parts=1):
+def map_chunks(fn, n, xp=np, nbytes=0):
     """Call fn(slice) for contiguous slices covering range(n), in parallel on the CPU; return the results
     in slice order. fn must only read shared arrays and write to disjoint parts of outputs.
 
-    The CPU split has at least `min_parts` slices (a caller asks for more, smaller slices when each
-    slice allocates a large temporary: a few megabytes stay in cache and are reused by the allocator,
-    while a fresh 100 MB array costs a page fault per 4 KB on first touch)."""
+    nbytes: how much memory the whole job touches. The CPU split has at least one slice per worker and
+    one per CHUNK_BYTES of that: a few megabytes stay in cache and are reused by the allocator, while a
+    fresh 100 MB temporary costs a page fault per 4 KB on first touch.
+    """
     if xp is not np:
         return [fn(slice(0, n))]
-    parts = min(n, max(workers(), min_parts))
+    parts = min(n, max(workers(), -(-nbytes // CHUNK_BYTES)))
     if parts == 1:
         return [fn(slice(0, n))]
     if workers() == 1:

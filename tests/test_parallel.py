@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minisnn import Tensor, parallel
-from minisnn.functions import conv
 from minisnn.functions.conv import conv2d
 from minisnn.functions.neuron import lif
+from minisnn.functions.norm import batch_norm
 from test_conv import naive_conv, naive_conv_grads
 
 
@@ -31,7 +31,7 @@ def test_chunks_cover_the_range_in_order_without_empty_slices(n, parts):
 @pytest.mark.parametrize("count", [1, 3])
 def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, count):
     workers(count)
-    assert parallel.map_chunks(lambda s: (s.start, s.stop), 7, np, min_parts=4) == [(0, 1), (1, 3), (3, 5), (5, 7)]
+    assert parallel.map_chunks(lambda s: (s.start, s.stop), 7, np, nbytes=4 * parallel.CHUNK_BYTES) == [(0, 1), (1, 3), (3, 5), (5, 7)]
 
     def fail(s):
         raise KeyError("from a worker")
@@ -42,12 +42,12 @@ def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, c
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 6), st.integers(0, 1), st.integers(1, 2), st.integers(0, 2**32 - 1))
 def test_conv_split_into_one_chunk_per_sample_matches_naive_loop(workers_count, padding, stride, seed):
-    """With COLS_CHUNK_BYTES = 1 every sample is its own chunk: y, dx, dW and db must not change."""
+    """With CHUNK_BYTES = 1 every sample is its own chunk: y, dx, dW and db must not change."""
     rng = np.random.default_rng(seed)
     x, W, b = rng.standard_normal((5, 2, 6, 5)), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
-    before, saved_bytes = parallel.workers(), conv.COLS_CHUNK_BYTES
+    before, saved_bytes = parallel.workers(), parallel.CHUNK_BYTES
     parallel.set_workers(workers_count)
-    conv.COLS_CHUNK_BYTES = 1
+    parallel.CHUNK_BYTES = 1
     try:
         tx, tW, tb = (Tensor(a, requires_grad=True) for a in (x, W, b))
         y = conv2d(tx, tW, tb, stride=stride, padding=padding)
@@ -55,7 +55,7 @@ def test_conv_split_into_one_chunk_per_sample_matches_naive_loop(workers_count, 
         y.backward(gy)
     finally:
         parallel.set_workers(before)
-        conv.COLS_CHUNK_BYTES = saved_bytes
+        parallel.CHUNK_BYTES = saved_bytes
     np.testing.assert_allclose(y.data, naive_conv(x, W, b, stride, padding), rtol=1e-10, atol=1e-10)
     for got, want in zip((tx.grad, tW.grad, tb.grad), naive_conv_grads(x, W, gy, stride, padding)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -94,3 +94,33 @@ def test_lif_split_across_workers_is_bit_identical(workers, surrogate, detach_re
     workers(3)
     for got, want in zip(run(), expected):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_split_into_one_chunk_per_sample_matches_unsplit(training):
+    """Chunked sums only reorder additions: y, dx, dlambda and dbeta agree to rounding."""
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((2, 5, 3, 4, 4)) * 2 + 1, rng.standard_normal((2, 5, 3, 4, 4))
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+
+    def run():
+        running = (rng.standard_normal(3), rng.random(3) + 0.5) if not training else (None, None)
+        tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, weight, bias))
+        y = batch_norm(tx, tw, tb, *running, training=training, scale=0.5)
+        y.backward(gy)
+        return y.data, tx.grad, tw.grad, tb.grad
+
+    before, saved_bytes = parallel.workers(), parallel.CHUNK_BYTES
+    rng = np.random.default_rng(1)
+    parallel.set_workers(1)
+    expected = run()
+    rng = np.random.default_rng(1)
+    parallel.set_workers(3)
+    parallel.CHUNK_BYTES = 1
+    try:
+        got = run()
+    finally:
+        parallel.set_workers(before)
+        parallel.CHUNK_BYTES = saved_bytes
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)

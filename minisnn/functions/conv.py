@@ -95,9 +95,6 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, out=None):
     return out
 
 
-COLS_CHUNK_BYTES = 4 << 20  # cols per batch chunk on the CPU: small enough to stay in cache
-
-
 def _check_dtypes(name, *arrays):
     dtypes = {a.dtype for a in arrays}
     if len(dtypes) != 1 or arrays[0].dtype.kind != "f":
@@ -135,10 +132,9 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     @staticmethod
-    def _parts(x, W, Ho, Wo):
-        """How many batch chunks keep each chunk's cols near COLS_CHUNK_BYTES."""
-        cols_bytes = W[0].size * x.shape[0] * Ho * Wo * x.itemsize
-        return -(-cols_bytes // COLS_CHUNK_BYTES)
+    def _cols_bytes(x, W, Ho, Wo):
+        """The size of the whole batch's im2col matrix, which the CPU split keeps in cache-sized chunks."""
+        return W[0].size * x.shape[0] * Ho * Wo * x.itemsize
 
     def forward(self, x, W, b=None):
         xp = get_array_module(x)
@@ -161,7 +157,7 @@ class Conv2d(Function):
                 y_chunk += b[:, None]
             y[rows] = y_chunk.reshape(Cout, -1, Ho, Wo).transpose(1, 0, 2, 3)
 
-        map_chunks(chunk_forward, x.shape[0], xp, self._parts(x, W, Ho, Wo))
+        map_chunks(chunk_forward, x.shape[0], xp, self._cols_bytes(x, W, Ho, Wo))
         return y
 
     def backward(self, gy):
@@ -185,7 +181,7 @@ class Conv2d(Function):
             # side with more rows goes first: dW = (cols gY^T)^T unless Cout > C*kh*kw (the stem).
             return gY @ cols.T if Cout > cols.shape[0] else (cols @ gY.T).T
 
-        partial_gWs = map_chunks(chunk_backward, x.shape[0], xp, self._parts(x, W, *gy.shape[2:]))
+        partial_gWs = map_chunks(chunk_backward, x.shape[0], xp, self._cols_bytes(x, W, *gy.shape[2:]))
         gW = sum(partial_gWs[1:], partial_gWs[0]).reshape(W.shape) if need_gW else None
         if len(self.needs_input_grad) == 2:
             return gx, gW

@@ -56,7 +56,7 @@ class LIF(Function):
         o = xp.empty(x.shape, dtype=xp.uint8 if heaviside else x.dtype)
         per_step = (len(x), -1)                    # [T, M]: neurons side by side, chunked across cores
         x_, u_, o_ = x.reshape(per_step), u.reshape(per_step), o.reshape(per_step)
-        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n]), u_.shape[1], xp, _parts(u))
+        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n]), u_.shape[1], xp, u.nbytes)
         self.u, self.o = u, o
         return o.astype(x.dtype)
 
@@ -92,7 +92,7 @@ class LIF(Function):
         per_step = (len(gx), -1)
         gy_, u_, o_, gx_ = (a.reshape(per_step) for a in (gy, self.u, self.o, gx))
         map_chunks(lambda n: self._backward_loop(gy_[:, n], u_[:, n], o_[:, n], gx_[:, n]), gx_.shape[1], xp,
-                   _parts(gx))
+                   gx.nbytes)
         return gx
 
     def _backward_loop(self, gy, u, o, gx):
@@ -113,11 +113,6 @@ class LIF(Function):
                 leak = gx[t + 1] * tau
                 leak *= 1 - o[t]
                 g += leak
-
-
-def _parts(u):
-    """Chunks of about 4 MB of membrane potential: small enough for the cache."""
-    return -(-u.nbytes // (4 << 20))
 
 
 def lif(x, v_th=0.5, tau_decay=0.25, surrogate="rectangular", detach_reset=False):
