@@ -22,6 +22,7 @@ import numpy as np
 
 ENV_VAR = "MINISNN_THREADS"
 CHUNK_BYTES = 4 << 20  # the memory one chunk should touch: a share of the L2/L3 cache
+SPLIT_BYTES = 1 << 20  # smaller jobs run whole: handing them to threads costs more than it saves
 
 _workers = None
 _pool = None
@@ -75,13 +76,17 @@ def map_chunks(fn, n, xp=np, nbytes=0):
     """Call fn(slice) for contiguous slices covering range(n), in parallel on the CPU; return the results
     in slice order. fn must only read shared arrays and write to disjoint parts of outputs.
 
-    nbytes: how much memory the whole job touches. The CPU split has at least one slice per worker and
-    one per CHUNK_BYTES of that: a few megabytes stay in cache and are reused by the allocator, while a
-    fresh 100 MB temporary costs a page fault per 4 KB on first touch.
+    nbytes: how much memory the whole job touches. The CPU split has one slice per CHUNK_BYTES of that
+    (a few megabytes stay in cache and are reused by the allocator, while a fresh 100 MB temporary costs
+    a page fault per 4 KB on first touch), and at least one per worker unless the job is smaller than
+    SPLIT_BYTES.
     """
     if xp is not np:
         return [fn(slice(0, n))]
-    parts = min(n, max(workers(), -(-nbytes // CHUNK_BYTES)))
+    parts = -(-nbytes // CHUNK_BYTES)
+    if nbytes >= SPLIT_BYTES:
+        parts = max(parts, workers())
+    parts = max(1, min(n, parts))
     if parts == 1:
         return [fn(slice(0, n))]
     if workers() == 1:

@@ -11,8 +11,9 @@ from test_conv import naive_conv, naive_conv_grads
 
 
 @pytest.fixture
-def workers():
-    """Set the worker count for one test; restore the default afterwards."""
+def workers(monkeypatch):
+    """Set the worker count for one test (small jobs split too); restore the default afterwards."""
+    monkeypatch.setattr(parallel, "SPLIT_BYTES", 0)
     before = parallel.workers()
     yield parallel.set_workers
     parallel.set_workers(before)
