@@ -124,8 +124,9 @@ class Conv2d(Function):
     x is alive anyway (it is this Function's input) while cols is kh*kw times larger.
     dx is skipped when x needs no gradient (the first layer).
 
-    On the CPU the batch is split into one chunk per core (``parallel.map_chunks``): each chunk builds
-    its own cols and runs its own GEMMs, and dW is the sum of the chunks' partial products.
+    On the CPU the batch is split into chunks run on all cores (``parallel.map_chunks``; about
+    CHUNK_BYTES of cols each, at least one per core): each chunk builds its own cols and runs its own
+    GEMMs, and dW is the sum of the chunks' partial products.
     """
 
     def __init__(self, stride=1, padding=0):
