@@ -48,7 +48,7 @@ def main(argv=None):
                 for norm in args.norms:
                     start = time.perf_counter()
                     r = lesson.train(norm, data, lr=lr, depth=depth, seed=seed, epochs=args.epochs,
-                                     optimizer=args.optimizer)
+                                     optimizer_name=args.optimizer)
                     row = {"optimizer": args.optimizer, "depth": depth, "lr": lr, "seed": seed, "norm": norm, "epochs": args.epochs,
                            "test_acc": r["accs"][-1], "accs": r["accs"], "grad_ratio": float(r["grads"][0] / r["grads"][-1]),
                            "seconds": round(time.perf_counter() - start, 1)}

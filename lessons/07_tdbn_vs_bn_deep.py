@@ -168,12 +168,12 @@ def at_initialisation(data):
     save_figure(fig, "07_init_rates_grads.png")
 
 
-def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer="adam"):
+def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer_name="adam"):
     """Train one net; return its test accuracy per epoch, mean per-layer grad norms, final rates, time.
 
     (benchmarks/tdbn_sweep.py calls this over learning rates, depths and seeds.)"""
     model = build(norm, depth, seed)
-    optimizer = (Adam(model.parameters(), lr=lr) if optimizer == "adam"
+    optimizer = (Adam(model.parameters(), lr=lr) if optimizer_name == "adam"
                  else SGD(model.parameters(), lr=lr, momentum=0.9))
     loader = data.loader("train", BATCH, seed=seed)
     accs, grads, losses = [], [], []

@@ -2,8 +2,8 @@
 
 NumPy runs its elementwise loops, copies and reductions on one core, and OpenBLAS's own threads scale
 poorly on the thin matrix products of a convolution (on a 2-core machine two OpenBLAS threads made a
-conv step barely faster than one). So on the CPU minisnn splits a batch into one contiguous chunk per
-worker and runs the chunks in a thread pool:
+conv step barely faster than one). So on the CPU minisnn splits a batch into contiguous chunks (about
+CHUNK_BYTES each, at least one per worker) and runs them in a thread pool:
 
     map_chunks(fn, n, xp)  ->  [fn(slice(0, n_1)), fn(slice(n_1, n_2)), ...]
 
@@ -39,7 +39,7 @@ def _default_workers():
 
 
 def workers():
-    """How many chunks a CPU batch is split into."""
+    """How many threads run the chunks of a CPU batch."""
     global _workers
     if _workers is None:
         _workers = _default_workers()
@@ -47,7 +47,7 @@ def workers():
 
 
 def set_workers(n):
-    """Use n worker threads from now on (1 turns the splitting off)."""
+    """Use n worker threads from now on (1 runs the chunks one after another in the calling thread)."""
     global _workers, _pool
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"workers must be a positive int, got {n!r}")

@@ -98,7 +98,7 @@ def test_lif_split_across_workers_is_bit_identical(workers, surrogate, detach_re
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_split_into_one_chunk_per_sample_matches_unsplit(training):
+def test_batch_norm_split_into_one_chunk_per_sample_matches_unsplit(workers, monkeypatch, training):
     """Chunked sums only reorder additions: y, dx, dlambda and dbeta agree to rounding."""
     rng = np.random.default_rng(0)
     x, gy = rng.standard_normal((2, 5, 3, 4, 4)) * 2 + 1, rng.standard_normal((2, 5, 3, 4, 4))
@@ -111,17 +111,12 @@ def test_batch_norm_split_into_one_chunk_per_sample_matches_unsplit(training):
         y.backward(gy)
         return y.data, tx.grad, tw.grad, tb.grad
 
-    before, saved_bytes = parallel.workers(), parallel.CHUNK_BYTES
     rng = np.random.default_rng(1)
-    parallel.set_workers(1)
+    workers(1)
     expected = run()
     rng = np.random.default_rng(1)
-    parallel.set_workers(3)
-    parallel.CHUNK_BYTES = 1
-    try:
-        got = run()
-    finally:
-        parallel.set_workers(before)
-        parallel.CHUNK_BYTES = saved_bytes
+    workers(3)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 1)
+    got = run()
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
