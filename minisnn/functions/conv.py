@@ -48,24 +48,51 @@ def _check_4d(x, name):
         raise ValueError(f"{name} expects a 4-D input [B, C, H, W], got shape {tuple(x.shape)}")
 
 
+def _tap_range(offset, pad, stride, size, out_size):
+    """Output positions i whose input position i*stride + offset - pad lies inside [0, size).
+
+    Returns (i0, i1, first): the valid i form the range [i0, i1) (empty when i1 <= i0) and the input
+    position of i0 is ``first``. The other outputs of this kernel offset read the zero padding.
+    """
+    i0 = max(0, -((offset - pad) // stride))
+    i1 = min(out_size, (size - 1 + pad - offset) // stride + 1)
+    return i0, max(i0, i1), i0 * stride + offset - pad
+
+
+def _taps(x_shape, kh, kw, stride, padding):
+    """For every kernel offset (p, q): (p, q, output rows, output cols, input rows, input cols) as slices.
+
+    out[..., rows, cols] of the output grid pairs with x[..., in_rows, in_cols] of the unpadded input;
+    every other output position of this offset falls on the padding.
+    """
+    (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x_shape, kh, kw, stride, padding)
+    H, W = x_shape[2], x_shape[3]
+    for p in range(kh):
+        i0, i1, h0 = _tap_range(p, ph, sh, H, Ho)
+        for q in range(kw):
+            j0, j1, w0 = _tap_range(q, pw, sw, W, Wo)
+            yield (p, q, slice(i0, i1), slice(j0, j1),
+                   slice(h0, h0 + sh * (i1 - i0), sh), slice(w0, w0 + sw * (j1 - j0), sw))
+
+
 def im2col(x, kh, kw, stride=1, padding=0):
     """[B, C, H, W] -> cols [C*kh*kw, B*Ho*Wo] with cols[(c,p,q), (n,i,j)] = x_pad[n, c, i*s_h+p, j*s_w+q].
 
-    A strided view of the padded input holds every patch without copying; one reshape then copies
-    it into the GEMM layout.
+    For each kernel offset (p, q) the rows (c, p, q) are the input shifted by (p, q): one slice copy
+    per offset straight from the unpadded input, and zeros where the shifted window reads the padding.
     """
     xp = get_array_module(x)
     _check_4d(x, "im2col")
-    (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kh, kw, stride, padding)
+    _, _, (Ho, Wo) = _geometry(x.shape, kh, kw, stride, padding)
     B, C = x.shape[:2]
-    if ph or pw:
-        padded = xp.zeros((B, C, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=x.dtype)
-        padded[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
-        x = padded
-    sB, sC, sH, sW = x.strides
-    patches = xp.lib.stride_tricks.as_strided(
-        x, shape=(C, kh, kw, B, Ho, Wo), strides=(sC, sH, sW, sB, sH * sh, sW * sw))
-    return patches.reshape(C * kh * kw, B * Ho * Wo)
+    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    channel_major = x.transpose(1, 0, 2, 3)
+    for p, q, rows, columns, in_rows, in_columns in _taps(x.shape, kh, kw, stride, padding):
+        tap = cols[:, p, q]
+        if (rows.stop - rows.start, columns.stop - columns.start) != (Ho, Wo):
+            tap[...] = 0
+        tap[:, :, rows, columns] = channel_major[:, :, in_rows, in_columns]
+    return cols.reshape(C * kh * kw, B * Ho * Wo)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0, out=None):
@@ -74,25 +101,22 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, out=None):
     gx[n, c, h, w] = sum over (p, q, i, j) with i*s_h + p - pad_h = h and j*s_w + q - pad_w = w
                      of cols[(c, p, q), (n, i, j)].
 
-    One slice addition per kernel offset (p, q) -- kh*kw of them -- into a padded gradient that is
-    channel-major [C, B, Hp, Wp] like cols, then the padding is cut off and the axes put back.
+    One slice addition per kernel offset (p, q) -- kh*kw of them -- of the rows (c, p, q) onto the
+    input pixels they were read from; what was read from the padding is dropped.
     """
     xp = get_array_module(cols)
     B, C, H, W = x_shape
-    (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x_shape, kh, kw, stride, padding)
+    _, _, (Ho, Wo) = _geometry(x_shape, kh, kw, stride, padding)
     if cols.shape != (C * kh * kw, B * Ho * Wo):
         raise ValueError(f"col2im: cols shape {tuple(cols.shape)} does not match x_shape {tuple(x_shape)} "
                          f"with kernel {(kh, kw)}: expected {(C * kh * kw, B * Ho * Wo)}")
     patches = cols.reshape(C, kh, kw, B, Ho, Wo)
-    gx = xp.zeros((C, B, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    for p in range(kh):
-        for q in range(kw):
-            gx[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += patches[:, p, q]
-    gx = gx[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
-    if out is None:
-        return xp.ascontiguousarray(gx)
-    out[...] = gx
-    return out
+    gx = xp.empty(x_shape, dtype=cols.dtype) if out is None else out
+    gx[...] = 0
+    channel_major = gx.transpose(1, 0, 2, 3)
+    for p, q, rows, columns, in_rows, in_columns in _taps(x_shape, kh, kw, stride, padding):
+        channel_major[:, :, in_rows, in_columns] += patches[:, p, q, :, rows, columns]
+    return gx
 
 
 def _check_dtypes(name, *arrays):
