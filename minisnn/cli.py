@@ -20,6 +20,8 @@ def add_train_args(p):
     p.add_argument("--model", default="resnet19", help="resnet19 | resnet34 | resnet50 | resnet_small | plain")
     p.add_argument("--width", type=int, help="resnet_small/plain: channels of the first stage")
     p.add_argument("--blocks", type=int, nargs="+", help="resnet_small: BasicBlocks per stage, e.g. 1 1 1")
+    p.add_argument("--strides", type=int, nargs="+",
+                   help="resnet_small: stride of each stage's first block (default 1 2 2)")
     p.add_argument("--depth", type=int, help="plain: number of conv layers")
     p.add_argument("--norm", choices=["tdbn", "bn", "none"], help="plain: normalisation")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs")
@@ -51,6 +53,8 @@ def train_command(args):
     model_args = {key: getattr(args, key) for key in ("width", "depth", "norm") if getattr(args, key) is not None}
     if args.blocks:
         model_args["blocks"] = tuple(args.blocks)
+    if args.strides:
+        model_args["strides"] = tuple(args.strides)
     dataset_args = {key: value for key, value in (("size", args.dvs_size), ("split_by", args.dvs_split))
                     if value is not None}
     overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, dataset_args=dataset_args,

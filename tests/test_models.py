@@ -65,6 +65,20 @@ def test_forward_backward_shapes_and_dtype():
         assert p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == np.float32, name
 
 
+def test_resnet_small_strides_set_where_each_stage_halves_the_image():
+    def first_strides(model):
+        return [block.branch[0].conv.stride[0] for block in model.layers]
+
+    assert first_strides(resnet_small(width=4, blocks=(1, 1, 1))) == [1, 2, 2]
+    model = resnet_small(width=4, blocks=(1, 2, 1), strides=(2, 2, 2), T=2)
+    assert first_strides(model) == [2, 2, 1, 2]
+    frames = Tensor(np.zeros((2, 3, 3, 16, 16), dtype=np.float32))
+    assert model.layers(model.stem(frames)).shape == (2, 3, 16, 2, 2)  # 16 / 2**3, width 4 * 2**2
+    assert model(frames).shape == (3, 10)
+    with pytest.raises(ValueError, match="strides"):
+        resnet_small(width=4, blocks=(1, 1, 1), strides=(2, 2))
+
+
 def test_frames_input_and_bad_shapes():
     model = resnet_small(width=4, blocks=(1,), T=2, in_channels=2)
     frames = np.zeros((5, 2, 2, 8, 8), dtype=np.float32)  # [T, N, C, H, W]: T comes from the data

@@ -150,8 +150,17 @@ def resnet50(num_classes=10, in_channels=3, T=2, **kwargs):
                          in_channels=in_channels, num_classes=num_classes, T=T, fc_hidden=0, **kwargs)
 
 
-def resnet_small(num_classes=10, in_channels=3, T=2, width=32, blocks=(1, 1, 1), fc_hidden=0, **kwargs):
-    """A CPU-sized spiking ResNet: stages of width w, 2w, 4w (stride 1, 2, 2) with the given blocks."""
-    stages = [(width * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
+def resnet_small(num_classes=10, in_channels=3, T=2, width=32, blocks=(1, 1, 1), strides=None, fc_hidden=0,
+                 **kwargs):
+    """A CPU-sized spiking ResNet: stages of width w, 2w, 4w, ... with the given blocks per stage.
+
+    strides: the stride of each stage's first block, default (1, 2, 2, ...). A first stride of 2 halves
+    the image before any 3x3 block and so costs about a quarter of the compute.
+    """
+    strides = tuple(strides) if strides is not None else (1,) + (2,) * (len(blocks) - 1)
+    if len(strides) != len(blocks):
+        raise ValueError(f"resnet_small: {len(blocks)} stages (blocks {tuple(blocks)}) need as many strides, "
+                         f"got {strides}")
+    stages = [(width * 2 ** i, n, stride) for i, (n, stride) in enumerate(zip(blocks, strides))]
     return SpikingResNet(stages, stem=width, block="basic", in_channels=in_channels,
                          num_classes=num_classes, T=T, fc_hidden=fc_hidden, **kwargs)
