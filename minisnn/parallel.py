@@ -1,9 +1,8 @@
 """Spreading a batch over the CPU's cores.
 
-NumPy runs its elementwise loops, copies and reductions on one core, and OpenBLAS's own threads scale
-poorly on the thin matrix products of a convolution (on a 2-core machine two OpenBLAS threads made a
-conv step barely faster than one). So on the CPU minisnn splits a batch into contiguous chunks (about
-CHUNK_BYTES each, at least one per worker) and runs them in a thread pool:
+NumPy runs its elementwise loops, copies and reductions on one core. So on the CPU minisnn splits a
+large batch into contiguous chunks (about CHUNK_BYTES each, at least one per worker) and runs them in a
+thread pool:
 
     map_chunks(fn, n, xp)  ->  [fn(slice(0, n_1)), fn(slice(n_1, n_2)), ...]
 
@@ -11,6 +10,16 @@ NumPy releases the GIL inside its loops and BLAS calls, so the chunks really run
 While they run, BLAS is held at one thread per worker (through threadpoolctl, which finds the BLAS
 library NumPy was built with and calls its own thread setter), so that the two levels of threading
 do not fight for the cores. BLAS gets its thread count back afterwards.
+
+Jobs smaller than SPLIT_BYTES run in the calling thread, still chunk by chunk so that their
+temporaries stay in cache, with BLAS free to use all its threads.
+
+Which is faster depends on the net. On the 2-core machine of benchmarks/RESULTS.md, the split wins
+for nets with large feature maps: a batch-32 step of resnet_small with 32x32 stage-1 maps takes
+0.62 s with two workers and 0.80 s with one. For small maps it loses: OpenBLAS with two threads runs
+a thin product such as [32, 288] x [288, 4096] at 58 GFLOP/s, against 21 GFLOP/s on one thread, more
+than the split gains on the copies. The same net with stride 2 in every stage takes 0.25 s per step
+with one worker and 0.28-0.33 s with two. Set ``MINISNN_THREADS=1`` for such nets.
 
 ``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
 ``set_workers(n)`` changes it at run time. On CuPy there is one chunk: the GPU is parallel already.
@@ -78,21 +87,16 @@ def map_chunks(fn, n, xp=np, nbytes=0):
 
     nbytes: how much memory the whole job touches. The CPU split has one slice per CHUNK_BYTES of that
     (a few megabytes stay in cache and are reused by the allocator, while a fresh 100 MB temporary costs
-    a page fault per 4 KB on first touch), and at least one per worker unless the job is smaller than
-    SPLIT_BYTES.
+    a page fault per 4 KB on first touch), and at least one per worker. Jobs smaller than SPLIT_BYTES
+    (and every job when there is one worker) run their slices one after another in the calling thread.
     """
     if xp is not np:
         return [fn(slice(0, n))]
-    parts = -(-nbytes // CHUNK_BYTES)
-    if nbytes >= SPLIT_BYTES:
-        parts = max(parts, workers())
-    parts = max(1, min(n, parts))
-    if parts == 1:
-        return [fn(slice(0, n))]
-    if workers() == 1:
+    parts = -(-nbytes // CHUNK_BYTES)  # chunks() keeps it within [1, n]
+    if workers() == 1 or nbytes < SPLIT_BYTES:
         return [fn(rows) for rows in chunks(n, parts)]
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
     with _blas_one_thread():
-        return list(_pool.map(fn, chunks(n, parts)))
+        return list(_pool.map(fn, chunks(n, max(parts, workers()))))
