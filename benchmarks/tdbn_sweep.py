@@ -34,6 +34,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--norms", nargs="+", default=["tdbn", "bn", "none"])
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--width", type=int, default=8, help="channels of every conv layer")
+    p.add_argument("-T", "--timesteps", type=int, default=2)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="sgd: momentum 0.9")
     p.add_argument("--out", type=Path, help="append one JSON line per run here")
     args = p.parse_args(argv)
@@ -48,8 +50,8 @@ def main(argv=None):
                 for norm in args.norms:
                     start = time.perf_counter()
                     r = lesson.train(norm, data, lr=lr, depth=depth, seed=seed, epochs=args.epochs,
-                                     optimizer_name=args.optimizer)
-                    row = {"optimizer": args.optimizer, "depth": depth, "lr": lr, "seed": seed, "norm": norm, "epochs": args.epochs,
+                                     optimizer_name=args.optimizer, width=args.width, timesteps=args.timesteps)
+                    row = {"optimizer": args.optimizer, "width": args.width, "T": args.timesteps, "depth": depth, "lr": lr, "seed": seed, "norm": norm, "epochs": args.epochs,
                            "test_acc": r["accs"][-1], "accs": r["accs"], "grad_ratio": float(r["grads"][0] / r["grads"][-1]),
                            "seconds": round(time.perf_counter() - start, 1)}
                     acc[depth, lr, norm, seed] = r["accs"][-1]

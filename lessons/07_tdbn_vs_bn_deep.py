@@ -74,8 +74,8 @@ EPOCHS, BATCH, LR, SEED = (1, 32, 0.02, 0) if FAST else (3, 32, 0.02, 0)
 LIMIT = 64 if FAST else None            # fast mode trains on 64 images only
 
 
-def build(norm, depth=DEPTH, seed=SEED):
-    return PlainSpikingNet(depth=depth, width=WIDTH, norm=norm, T=T, seed=seed)
+def build(norm, depth=DEPTH, seed=SEED, width=WIDTH, timesteps=T):
+    return PlainSpikingNet(depth=depth, width=width, norm=norm, T=timesteps, seed=seed)
 
 
 def convs(model):
@@ -168,11 +168,12 @@ def at_initialisation(data):
     save_figure(fig, "07_init_rates_grads.png")
 
 
-def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer_name="adam"):
+def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer_name="adam", width=WIDTH,
+          timesteps=T):
     """Train one net; return its test accuracy per epoch, mean per-layer grad norms, final rates, time.
 
     (benchmarks/tdbn_sweep.py calls this over learning rates, depths and seeds.)"""
-    model = build(norm, depth, seed)
+    model = build(norm, depth, seed, width, timesteps)
     optimizer = (Adam(model.parameters(), lr=lr) if optimizer_name == "adam"
                  else SGD(model.parameters(), lr=lr, momentum=0.9))
     loader = data.loader("train", BATCH, seed=seed)

@@ -79,19 +79,17 @@ def im2col(x, kh, kw, stride=1, padding=0):
     """[B, C, H, W] -> cols [C*kh*kw, B*Ho*Wo] with cols[(c,p,q), (n,i,j)] = x_pad[n, c, i*s_h+p, j*s_w+q].
 
     For each kernel offset (p, q) the rows (c, p, q) are the input shifted by (p, q): one slice copy
-    per offset straight from the unpadded input, and zeros where the shifted window reads the padding.
+    per offset straight from the unpadded input into zeros (where the shifted window reads the padding).
     """
     xp = get_array_module(x)
     _check_4d(x, "im2col")
     _, _, (Ho, Wo) = _geometry(x.shape, kh, kw, stride, padding)
     B, C = x.shape[:2]
-    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    padded = any(as_pair(padding, "padding"))
+    cols = (xp.zeros if padded else xp.empty)((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
     channel_major = x.transpose(1, 0, 2, 3)
     for p, q, rows, columns, in_rows, in_columns in _taps(x.shape, kh, kw, stride, padding):
-        tap = cols[:, p, q]
-        if (rows.stop - rows.start, columns.stop - columns.start) != (Ho, Wo):
-            tap[...] = 0
-        tap[:, :, rows, columns] = channel_major[:, :, in_rows, in_columns]
+        cols[:, p, q, :, rows, columns] = channel_major[:, :, in_rows, in_columns]
     return cols.reshape(C * kh * kw, B * Ho * Wo)
 
 
