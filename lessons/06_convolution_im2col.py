@@ -17,7 +17,8 @@ What you will see:
 2. Y = W cols equals a plain six-loop convolution.
 3. col2im is the adjoint of im2col (<im2col(x), c> = <x, col2im(c)>), and col2im(ones) counts how many
    patches read each pixel -- corners fewer than the middle.
-4. The backward as two GEMMs equals what ``conv2d``'s hand-written backward returns.
+4. The backward as two GEMMs equals what ``conv2d``'s hand-written backward returns; and with stride
+   1, dx is a convolution too: of gy with the kernel turned by 180 degrees and in/out channels swapped.
 5. Speed: the six-loop convolution against im2col + GEMM.
 
 Run:  python lessons/06_convolution_im2col.py      (add --fast or MINISNN_FAST=1 for the test mode)
@@ -97,6 +98,13 @@ def main():
     dx = col2im(Wb.reshape(Cout, -1).T @ gY, xb.shape, 3, 3, 1, 1)
     print(f"dW = gY cols^T:        max difference to conv2d's backward {np.abs(dW - Wt.grad).max():.1e}")
     print(f"dx = col2im(W^T gY):   max difference to conv2d's backward {np.abs(dx - xt.grad).max():.1e}")
+    # With stride 1, dx is itself a convolution: of gy, padded by k-1-pad, with the kernel turned by
+    # 180 degrees and its in/out channels swapped. conv2d's backward computes it this way (plain copies
+    # in im2col instead of col2im's scattered additions).
+    W_flipped = Wb[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)        # [C, Cout, 3, 3]
+    dx_conv = conv2d(Tensor(gy), Tensor(np.ascontiguousarray(W_flipped)), padding=3 - 1 - 1).data
+    print(f"dx = conv(gy, W turned 180 degrees, in/out swapped): max difference to col2im's dx "
+          f"{np.abs(dx_conv - dx).max():.1e}")
 
     section("5. speed: six loops against im2col + GEMM (float32)")
     B, C, H, Cout = (1, 2, 6, 2) if FAST else (2, 8, 12, 8)
