@@ -1,6 +1,6 @@
 """Lesson 07's experiment over learning rates, depths and seeds: tdBN vs plain BN vs no normalisation.
 
-One run trains lesson 07's deep plain spiking net on digits (width 8, T = 2, Adam, batch 32) with the
+One run trains lesson 07's deep plain spiking net on digits (default width 8, T = 2; batch 32) with the
 lesson's own ``train`` function and reports its held-out accuracy after the budget. This script repeats
 it over a grid and prints, per (depth, learning rate, norm), the mean and spread over seeds, and how
 often tdBN beats plain BN on the same seed. JSON lines of every run go to --out.
@@ -51,8 +51,10 @@ def main(argv=None):
                     start = time.perf_counter()
                     r = lesson.train(norm, data, lr=lr, depth=depth, seed=seed, epochs=args.epochs,
                                      optimizer_name=args.optimizer, width=args.width, timesteps=args.timesteps)
-                    row = {"optimizer": args.optimizer, "width": args.width, "T": args.timesteps, "depth": depth, "lr": lr, "seed": seed, "norm": norm, "epochs": args.epochs,
-                           "test_acc": r["accs"][-1], "accs": r["accs"], "grad_ratio": float(r["grads"][0] / r["grads"][-1]),
+                    row = {"optimizer": args.optimizer, "width": args.width, "T": args.timesteps, "depth": depth,
+                           "lr": lr, "seed": seed, "norm": norm, "epochs": args.epochs,
+                           "test_acc": r["accs"][-1], "accs": r["accs"],
+                           "grad_ratio": float(r["grads"][0] / r["grads"][-1]),
                            "seconds": round(time.perf_counter() - start, 1)}
                     acc[depth, lr, norm, seed] = r["accs"][-1]
                     print(json.dumps(row), flush=True)

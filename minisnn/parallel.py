@@ -16,10 +16,10 @@ temporaries stay in cache, with BLAS free to use all its threads.
 
 Which is faster depends on the net. On the 2-core machine of benchmarks/RESULTS.md, the split wins
 for nets with large feature maps: a batch-32 step of resnet_small with 32x32 stage-1 maps takes
-0.62 s with two workers and 0.80 s with one. For small maps it loses: OpenBLAS with two threads runs
+0.64 s with two workers and 0.80 s with one. For small maps it loses: OpenBLAS with two threads runs
 a thin product such as [32, 288] x [288, 4096] at 58 GFLOP/s, against 21 GFLOP/s on one thread, more
 than the split gains on the copies. The same net with stride 2 in every stage takes 0.25 s per step
-with one worker and 0.28-0.33 s with two. Set ``MINISNN_THREADS=1`` for such nets.
+with one worker and 0.28-0.35 s with two (benchmarks/RESULTS.md). Set ``MINISNN_THREADS=1`` for such nets.
 
 ``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
 ``set_workers(n)`` changes it at run time. On CuPy there is one chunk: the GPU is parallel already.
