@@ -48,10 +48,10 @@ benchmarks/RESULTS.md). Test accuracy in %, mean over seeds, after the same budg
 So the paper's claim shows where the paper puts it: in depth. At 20 layers plain BN's exploding
 gradient is survivable under Adam, which rescales every parameter's step, and plain BN trains as well
 as tdBN. From 30 layers on, at the same budget and at every learning rate tried, tdBN reaches about
-twice plain BN's accuracy, and at 40 layers it is the only one that trains reliably. Single runs are noisy, because
-the nets are at the edge of trainability in this budget: at 30 layers a tdBN run ends anywhere
-between 8 and 36 %, and on 2 of 8 seeds plain BN came out ahead. The printed table is one seed (seed 0:
-tdBN 32 %, plain BN 11 %, no normalisation 9 %). With SGD and momentum, the paper's optimiser, the
+twice plain BN's accuracy, and at 40 layers it is the only one that trains reliably. Single runs are
+noisy, because the nets are at the edge of trainability in this budget: at 30 layers a tdBN run ends
+anywhere between 8 and 36 %, and on 2 of 8 seeds plain BN came out ahead. The printed table is one
+seed (seed 0: tdBN 32 %, plain BN 11 %, no normalisation 9 %). With SGD and momentum, the paper's optimiser, the
 picture at this scale is not the paper's: at 20 layers and lr 0.1-1.0 tdBN stays at chance within 135
 steps, while plain BN reaches 14-28 % at 0.1-0.3.
 
