@@ -19,7 +19,8 @@ for nets with large feature maps: a batch-32 step of resnet_small with 32x32 sta
 0.64 s with two workers and 0.80 s with one. For small maps it loses: OpenBLAS with two threads runs
 a thin product such as [32, 288] x [288, 4096] at 58 GFLOP/s, against 21 GFLOP/s on one thread, more
 than the split gains on the copies. The same net with stride 2 in every stage takes 0.25 s per step
-with one worker and 0.28-0.35 s with two (benchmarks/RESULTS.md). Set ``MINISNN_THREADS=1`` for such nets.
+with one worker and 0.28-0.35 s with two (benchmarks/RESULTS.md). Set ``MINISNN_THREADS=1`` for such
+nets.
 
 ``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
 ``set_workers(n)`` changes it at run time. On CuPy there is one chunk: the GPU is parallel already.
@@ -31,7 +32,7 @@ import numpy as np
 
 ENV_VAR = "MINISNN_THREADS"
 CHUNK_BYTES = 4 << 20  # the memory one chunk should touch: a share of the L2/L3 cache
-SPLIT_BYTES = 1 << 20  # smaller jobs run whole: handing them to threads costs more than it saves
+SPLIT_BYTES = 1 << 20  # smaller jobs stay in the calling thread: handing them over costs more than it saves
 
 _workers = None
 _pool = None

@@ -1,4 +1,6 @@
 """Splitting a batch across CPU workers: the slices, the thread pool, and a conv split into many chunks."""
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -40,17 +42,12 @@ def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, c
         parallel.map_chunks(fail, 7, np)
 
 
-def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks(monkeypatch):
+def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks(workers, monkeypatch):
     """Under SPLIT_BYTES there is no pool (BLAS keeps its own threads), but still one chunk per CHUNK_BYTES."""
-    import threading
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 8 * parallel.CHUNK_BYTES)
-    before = parallel.workers()
-    parallel.set_workers(2)
-    try:
-        got = parallel.map_chunks(lambda s: (s.start, s.stop, threading.current_thread().name), 6, np,
-                                  nbytes=3 * parallel.CHUNK_BYTES)
-    finally:
-        parallel.set_workers(before)
+    workers(2)
+    got = parallel.map_chunks(lambda s: (s.start, s.stop, threading.current_thread().name), 6, np,
+                              nbytes=3 * parallel.CHUNK_BYTES)
     here = threading.current_thread().name
     assert got == [(0, 2, here), (2, 4, here), (4, 6, here)]
 
