@@ -69,7 +69,7 @@ from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import PlainSpikingNet
 from minisnn.nn import LIF, Conv2d
 from minisnn.optim import SGD, Adam
-from minisnn.train import limit
+from minisnn.experiment import limit
 
 NORMS = ("tdbn", "bn", "none")
 LABELS = {"tdbn": "tdBN", "bn": "plain BN", "none": "no norm"}

@@ -61,7 +61,7 @@ from .functions.basic import broadcast_to, mean
 from .models.plain import PlainSpikingNet
 from .models.resnet import BasicBlock, SpikingResNet
 from .nn import LIF, AvgPool2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, Module, Sequential
-from .train import load_data, model_for
+from .experiment import load_data, model_for
 
 DEFAULT_DT = 1e-4
 
