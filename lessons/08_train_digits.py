@@ -11,9 +11,9 @@ What you will see:
 2. Training with a progress bar (loss, accuracy, firing rate, images/s) and the test accuracy after
    every epoch; the trainer writes ``metrics.jsonl``, ``last.npz`` (a checkpoint you can resume or
    evaluate with ``minisnn eval``) and ``curves.png`` into ``lessons/output/08_digits_run/``.
-3. Inside the trained net (``minisnn.monitor.Recorder``): the firing rate of every LIF layer, the spike
-   raster and membrane traces of the first one, and a few test digits with the network's answers
-   (``08_*.png``).
+3. Inside the trained net (``minisnn.monitor.Recorder``): the firing rate of every LIF layer, a spike
+   raster across all of them, membrane traces of neurons that fire, and a few test digits with the
+   network's answers (``08_*.png``).
 
 Run:  python lessons/08_train_digits.py      (add --fast or MINISNN_FAST=1 for the test mode)
 """
@@ -56,10 +56,8 @@ def main():
     with no_grad(), Recorder(model) as rec:
         logits = model(Tensor(images))
     print(format_table(rec.layer_table()))
-    first = rec.order_of_lif()[0]
-    plot_raster(rec.spikes[first], output_dir() / "08_raster.png", title=f"spikes of {first}, one test digit")
-    plot_membrane(rec.membrane[first], rec.spikes[first], output_dir() / "08_membrane.png",
-                  title=f"membrane of {first}, one test digit")
+    plot_raster(rec, output_dir() / "08_raster.png", title="spikes of every spiking layer, one test digit")
+    plot_membrane(rec, model, output_dir() / "08_membrane.png", title="membrane of firing neurons, one test digit")
     print(f"[figure] {output_dir() / '08_raster.png'}\n[figure] {output_dir() / '08_membrane.png'}")
 
     rates = rec.firing_rates()

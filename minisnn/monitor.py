@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from .backend import as_numpy
+from .checkpoint import atomic_write
 from .nn.layers import Conv2d, Linear
 from .nn.neuron import LIF
 
@@ -143,45 +144,113 @@ def format_table(rows):
 
 
 def save_json(rows, path):
-    from .checkpoint import atomic_write
     atomic_write(path, lambda f: f.write(json.dumps(rows, indent=1).encode()))
 
 
-def plot_raster(spikes, path, max_neurons=200, title="spike raster"):
-    """Raster of one sample: a dot for every spike of up to ``max_neurons`` neurons over T.
+# ---------------------------------------------------------------------------------------- pictures
+# Drawn on matplotlib.figure.Figure, never through pyplot, so they work headless and leave a notebook's
+# backend alone; each is written atomically as a PNG.
+def _save(fig, path):
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
-    spikes: host array [T, N, ...]; the first sample is shown.
+
+def _integer_time_axis(ax, T):
+    """x axis of timesteps 0 .. T-1, one tick per integer step (at most about a dozen ticks)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(T, 12)))
+    ax.set_xlabel("timestep t")
+
+
+def plot_raster(rec, path, neurons_per_layer=32, sample=0, seed=0, title="spike raster"):
+    """Raster of one input across every spiking layer: a black cell at (t, neuron) for every spike.
+
+    From each LIF layer of the recorder (in forward order, first at the top) ``neurons_per_layer``
+    neurons are drawn at random (seeded, so an unbiased sample of the layer) for input ``sample``;
+    each layer's rows are labelled with its name and its firing rate over the whole batch.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    s = np.asarray(spikes)[:, 0].reshape(spikes.shape[0], -1)[:, :max_neurons]
-    t, neuron = np.nonzero(s)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter(t, neuron, s=4, marker="|", color="k")
-    ax.set(xlabel="timestep t", ylabel="neuron", title=title, xlim=(-0.5, s.shape[0] - 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    layers = rec.order_of_lif()
+    rates = rec.firing_rates()
+    rng = np.random.default_rng(seed)
+    T = rec.spikes[layers[0]].shape[0]
+    rows, ticks, starts = [], [], []
+    for name in layers:
+        s = np.asarray(rec.spikes[name])[:, sample].reshape(T, -1)
+        chosen = np.sort(rng.choice(s.shape[1], size=min(neurons_per_layer, s.shape[1]), replace=False))
+        starts.append(len(rows))
+        ticks.append((len(rows) + (len(chosen) - 1) / 2, f"{name}  ({rates[name]:.3f})"))
+        rows.extend(s[:, chosen].T)
+    fig = Figure(figsize=(4.5 + 0.25 * min(T, 20), 1.2 + 0.45 * len(layers)))
+    ax = fig.subplots()
+    ax.imshow(np.array(rows) > 0, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
+              extent=(-0.5, T - 0.5, len(rows) - 0.5, -0.5))
+    for first_row in starts[1:]:
+        ax.axhline(first_row - 0.5, color="tab:red", linewidth=0.6)
+    ax.set_yticks([y for y, _ in ticks], [label for _, label in ticks], fontsize=7)
+    _integer_time_axis(ax, T)
+    ax.set_ylabel(f"{neurons_per_layer} sampled neurons per layer (firing rate)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
 
 
-def plot_membrane(membrane, spikes, path, v_th=0.5, neurons=4, title="membrane potential"):
-    """Membrane traces u[t] of a few neurons of the first sample, with V_th and the spike times."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_firing_rates(rec, path, title="firing rate of each spiking layer"):
+    """Horizontal bars: the firing rate (spikes per neuron per timestep) of every LIF layer, in forward
+    order from the top, with the mean over layers as a dashed line."""
+    from matplotlib.figure import Figure
 
-    u = np.asarray(membrane)[:, 0].reshape(membrane.shape[0], -1)[:, :neurons]
-    o = np.asarray(spikes)[:, 0].reshape(spikes.shape[0], -1)[:, :neurons]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in range(u.shape[1]):
-        line, = ax.plot(u[:, k], marker="o", label=f"neuron {k}")
-        fired = np.nonzero(o[:, k])[0]
-        ax.plot(fired, u[fired, k], "x", color=line.get_color(), markersize=10)
-    ax.axhline(v_th, color="gray", linestyle="--", label="V_th")
-    ax.set(xlabel="timestep t", ylabel="u[t]", title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    layers = rec.order_of_lif()
+    rates = [rec.firing_rates()[name] for name in layers]
+    fig = Figure(figsize=(6.5, 1.0 + 0.28 * len(layers)))
+    ax = fig.subplots()
+    y = np.arange(len(layers))
+    ax.barh(y, rates, color="tab:blue")
+    for k, rate in enumerate(rates):
+        ax.text(rate, k, f" {rate:.3f}", va="center", fontsize=7)
+    ax.axvline(float(np.mean(rates)), color="gray", linestyle="--", linewidth=1, label="mean over layers")
+    ax.set_yticks(y, layers, fontsize=7)
+    ax.set_ylim(len(layers) - 0.5, -0.5)
+    ax.set_xlim(0, max(max(rates) * 1.25, 1e-3))
+    ax.set(xlabel="firing rate (spikes per neuron per timestep)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def plot_membrane(rec, model, path, layers=4, neurons=3, sample=0, title="membrane potential"):
+    """Membrane traces u[t] of neurons that fire, in up to ``layers`` LIF layers spread over the depth.
+
+    In each chosen layer the ``neurons`` neurons of input ``sample`` that spike most often are drawn
+    (if none fires, those that come closest, and the panel says so), with their spikes marked and the
+    layer's own threshold ``v_th`` (read from the model's LIF module) as a dashed line.
+    """
+    from matplotlib.figure import Figure
+
+    modules = dict(model.named_modules())
+    names = rec.order_of_lif()
+    picks = sorted(set(np.linspace(0, len(names) - 1, min(layers, len(names))).round().astype(int)))
+    T = rec.spikes[names[0]].shape[0]
+    fig = Figure(figsize=(7.5, 0.5 + 2.0 * len(picks)))
+    axes = fig.subplots(len(picks), 1, squeeze=False)[:, 0]
+    for ax, index in zip(axes, picks):
+        name = names[index]
+        u = np.asarray(rec.membrane[name])[:, sample].reshape(T, -1)
+        o = np.asarray(rec.spikes[name])[:, sample].reshape(T, -1)
+        counts = o.sum(axis=0)
+        fired = counts.max() > 0
+        order = np.argsort(-counts if fired else -u.max(axis=0), kind="stable")[:neurons]
+        for k in order:
+            line, = ax.plot(np.arange(T), u[:, k], marker="o", markersize=3, label=f"neuron {k}")
+            spikes = np.nonzero(o[:, k])[0]
+            ax.plot(spikes, u[spikes, k], "x", color=line.get_color(), markersize=9)
+        v_th = modules[name].v_th
+        ax.axhline(v_th, color="gray", linestyle="--", linewidth=1, label=f"V_th = {v_th:g}")
+        ax.set_ylabel("u[t]")
+        ax.set_title(f"{name}" + ("" if fired else ": no neuron fired; the closest shown") +
+                     " (x: spike)", fontsize=8)
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        _integer_time_axis(ax, T)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

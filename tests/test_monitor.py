@@ -8,8 +8,8 @@ from minisnn import Tensor, cli, no_grad
 from minisnn.checkpoint import save_checkpoint
 from minisnn.data import get_dataset
 from minisnn.models import PlainSpikingNet, resnet_small
-from minisnn.monitor import (E_AC_PJ, E_MAC_PJ, Recorder, format_table, mean_firing_rate, plot_membrane,
-                             plot_raster)
+from minisnn.monitor import (E_AC_PJ, E_MAC_PJ, Recorder, format_table, mean_firing_rate, plot_firing_rates,
+                             plot_membrane, plot_raster)
 from minisnn.nn import LIF, Conv2d, Linear
 from minisnn.train import make_config, model_for
 
@@ -105,10 +105,11 @@ def test_every_synaptic_layer_is_counted_once_in_forward_order():
 
 
 def test_plots_are_written(recorded, tmp_path):
-    _, rec = recorded
-    plot_raster(rec.spikes["stem.1"], tmp_path / "raster.png")
-    plot_membrane(rec.membrane["stem.1"], rec.spikes["stem.1"], tmp_path / "membrane.png")
-    for name in ("raster.png", "membrane.png"):
+    model, rec = recorded
+    plot_raster(rec, tmp_path / "raster.png")
+    plot_firing_rates(rec, tmp_path / "firing_rates.png")
+    plot_membrane(rec, model, tmp_path / "membrane.png")
+    for name in ("raster.png", "firing_rates.png", "membrane.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
 
