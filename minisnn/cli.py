@@ -1,87 +1,154 @@
-"""Command line: ``minisnn train | eval | bench | export``.
+"""Command line: ``minisnn train | eval | export | bench``.
 
-    minisnn train --dataset digits --model resnet_small --width 16 --epochs 5      # offline, a minute
-    minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda  # the paper's job
-    minisnn eval runs/default/last.npz                                              # accuracy + per-layer table
-    minisnn export runs/default/last.npz net.nir                                    # tdBN folded, NIR file
-    minisnn bench -T 2 --batch 8                                                    # step time vs PyTorch
+    minisnn train --dataset digits --model resnet_small --width 16 --epochs 5 --out runs/digits  # offline
+    minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda --out runs/r19
+    minisnn train --resume --out runs/r19                  # continue the run in runs/r19
+    minisnn train --resume --out runs/r19 --epochs 300     # ... and extend it
+    minisnn eval runs/r19/last.npz                         # accuracy, per-layer table, pictures in runs/r19/eval
+    minisnn export runs/r19/last.npz net.nir               # tdBN folded, NIR file
+    minisnn bench -T 2 --batch 8                           # step time vs PyTorch
+
+Choices, defaults and ranges come from ``minisnn.experiment``; every number is checked where it is parsed.
+Every error a user can cause is one line, ``error: what, where, what to do``, with exit status 2 (3: the
+training diverged; 130: stopped by Ctrl-C); none prints a Python traceback.
 """
 import argparse
 import json
 import sys
 
+from . import __version__
 from .backend import DeviceError
 from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
+from .experiment import (CHECKS, DATASET_OPTIONS, DATASETS, DEFAULTS, DVS_SPLITS, FLAGS, MODEL_OPTIONS, MODELS,
+                         OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, number, option_default)
+from .models.plain import NORMS
+
+EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: minisnn train: argument --lr: must be ...; see --help``."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+def checked(key):
+    """An argparse type that runs the experiment's check for ``key`` on the flag's text (for a list
+    option, on each of its values)."""
+    check = CHECKS[key] if key in CHECKS else OPTION_CHECKS[key]
+    return as_type(getattr(check, "each", check), key)
+
+
+def as_type(check, name):
+    """An argparse type from a check that raises ValueError with the reason."""
+    def parse(text):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = name
+    return parse
+
+
+def default(key):
+    return f"(default: {DEFAULTS[key]})"
+
+
+def option_help(name, what, none_means=None):
+    """Help for a model/data-set option: what it does, and its default for each builder that takes it."""
+    owners = [(model, MODELS[model]) for model, keys in MODEL_OPTIONS.items() if name in keys]
+    owners += [(dataset, DATASETS[dataset]) for dataset, keys in DATASET_OPTIONS.items() if name in keys]
+
+    def shown(value):
+        if value is None:
+            return none_means
+        return " ".join(map(str, value)) if isinstance(value, list) else value
+    defaults = ", ".join(f"{owner} {shown(option_default(builder, name))}" for owner, builder in owners)
+    return f"{'/'.join(owner for owner, _ in owners)} only: {what} (default: {defaults})"
 
 
 def add_train_args(p):
-    p.add_argument("--model", default="resnet19", help="resnet19 | resnet34 | resnet50 | resnet_small | plain")
-    p.add_argument("--width", type=int, help="resnet_small/plain: channels of the first stage")
-    p.add_argument("--blocks", type=int, nargs="+", help="resnet_small: BasicBlocks per stage, e.g. 1 1 1")
-    p.add_argument("--strides", type=int, nargs="+",
-                   help="resnet_small: stride of each stage's first block (default 1 2 2)")
-    p.add_argument("--depth", type=int, help="plain: number of conv layers")
-    p.add_argument("--norm", choices=["tdbn", "bn", "none"], help="plain: normalisation")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs")
-    p.add_argument("--data-dir", help="folder holding the data set (e.g. an existing cifar-10-batches-py)")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 (md5-checked) if not cached")
-    p.add_argument("--dvs-size", type=int, help="cifar10-dvs: frame size after downsampling the 128x128 sensor")
-    p.add_argument("--dvs-split", choices=["number", "time"], help="cifar10-dvs: cut recordings into T frames "
-                   "of equal event count or equal duration")
-    p.add_argument("-T", "--timesteps", dest="T", type=int, default=2, help="timesteps (default 2)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--warmup-epochs", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu | cuda | cuda:N (default: $MINISNN_DEVICE or cpu)")
-    p.add_argument("--out", default="runs/default", help="run folder: checkpoints, metrics, plots")
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--limit-train", type=int, help="use only the first N training images")
-    p.add_argument("--limit-test", type=int, help="use only the first N test images")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("the model")
+    g.add_argument("--model", type=checked("model"), metavar="{" + ",".join(MODELS) + "}",
+                   help=f"the network {default('model')}")
+    g.add_argument("--width", type=checked("width"), help=option_help("width", "channels of the first stage"))
+    g.add_argument("--blocks", type=checked("blocks"), nargs="+",
+                   help=option_help("blocks", "BasicBlocks per stage, e.g. 1 1 1"))
+    g.add_argument("--strides", type=checked("strides"), nargs="+",
+                   help=option_help("strides", "stride of each stage's first block", "1, then 2 for each later stage"))
+    g.add_argument("--depth", type=checked("depth"), help=option_help("depth", "number of conv layers"))
+    g.add_argument("--norm", type=checked("norm"), metavar="{" + ",".join(NORMS) + "}",
+                   help=option_help("norm", "normalisation"))
+    g.add_argument("-T", "--timesteps", dest="T", type=checked("T"), help=f"timesteps {default('T')}")
+    g = p.add_argument_group("the data")
+    g.add_argument("--dataset", type=checked("dataset"), metavar="{" + ",".join(DATASETS) + "}",
+                   help=f"{default('dataset')}")
+    g.add_argument("--data-dir", dest="data_dir", type=checked("data_dir"),
+                   help="folder holding the data set, e.g. one containing cifar-10-batches-py (default: "
+                        "$MINISNN_DATA or ~/.cache/minisnn)")
+    g.add_argument("--download", action="store_true", help="cifar10: download it (md5-checked) if not cached")
+    g.add_argument("--dvs-size", dest="size", type=checked("size"),
+                   help=option_help("size", "frame size after sum-pooling the 128x128 sensor"))
+    g.add_argument("--dvs-split", dest="split_by", type=checked("split_by"), metavar="{" + ",".join(DVS_SPLITS) + "}",
+                   help=option_help("split_by", "cut recordings into T frames of equal event count or duration"))
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
+    g.add_argument("--limit-train", dest="limit_train", type=checked("limit_train"),
+                   help="use only the first N training images (default: all)")
+    g.add_argument("--limit-test", dest="limit_test", type=checked("limit_test"),
+                   help="use only the first N test images (default: all)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=checked("epochs"),
+                   help=f"epochs {default('epochs')}; with --resume, more than the run has done extends it, "
+                        "and the cosine schedule is recomputed over the new total from the current step on")
+    g.add_argument("--batch-size", dest="batch_size", type=checked("batch_size"), help=default("batch_size"))
+    g.add_argument("--eval-batch-size", dest="eval_batch_size", type=checked("eval_batch_size"),
+                   help=f"batch size of the test pass {default('eval_batch_size')}")
+    g.add_argument("--optimizer", type=checked("optimizer"), metavar="{" + ",".join(OPTIMIZERS) + "}",
+                   help=default("optimizer"))
+    g.add_argument("--lr", type=checked("lr"), help=f"peak learning rate, > 0 {default('lr')}")
+    g.add_argument("--min-lr", dest="min_lr", type=checked("min_lr"),
+                   help=f"learning rate at the end of the cosine decay {default('min_lr')}")
+    g.add_argument("--momentum", type=checked("momentum"), help=f"sgd only, in [0, 1) {default('momentum')}")
+    g.add_argument("--weight-decay", dest="weight_decay", type=checked("weight_decay"),
+                   help=f"L2 weight decay, >= 0 {default('weight_decay')}")
+    g.add_argument("--warmup-epochs", dest="warmup_epochs", type=checked("warmup_epochs"),
+                   help=f"linear warm-up before the cosine decay {default('warmup_epochs')}")
+    g.add_argument("--seed", type=checked("seed"), help=f"initialisation, batch order and augmentation "
+                                                        f"{default('seed')}")
+    g = p.add_argument_group("the run")
+    g.add_argument("--out", type=checked("out"), help=f"the run folder: checkpoint, metrics, pictures "
+                                                      f"{default('out')}")
+    g.add_argument("--resume", action="store_true", default=False,
+                   help="continue the run in --out from its last.npz, writing only there; flags that would "
+                        "change the experiment are refused (allowed: "
+                        + ", ".join(FLAGS[key] for key in RESUMABLE) + ")")
+    g.add_argument("--overwrite", action="store_true", default=False, help="start a new run in an --out that holds one, "
+                                                            "deleting the old run's files")
+    g.add_argument("--device", type=checked("device"),
+                   help="cpu | cuda | cuda:N (default: $MINISNN_DEVICE, else cpu; with --resume the run's own)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def train_command(args):
-    from .train import TrainingDiverged, train
-    model_args = {key: getattr(args, key) for key in ("width", "depth", "norm") if getattr(args, key) is not None}
-    if args.blocks:
-        model_args["blocks"] = tuple(args.blocks)
-    if args.strides:
-        model_args["strides"] = tuple(args.strides)
-    dataset_args = {key: value for key, value in (("size", args.dvs_size), ("split_by", args.dvs_split))
-                    if value is not None}
-    overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, dataset_args=dataset_args,
-                     data_dir=args.data_dir,
-                     download=args.download, T=args.T, batch_size=args.batch_size, epochs=args.epochs,
-                     optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                     weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                     device=args.device, out=args.out, augment=not args.no_augment,
-                     limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress)
-    if args.resume:
-        overrides = {k: overrides[k] for k in ("out", "device", "progress")}
-    try:
-        history = train(resume=args.resume, **overrides)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        return 130
-    if history:
-        print(json.dumps(history[-1]))
+    from .train import train
+    given = {key: value for key, value in vars(args).items() if key not in ("command", "resume", "overwrite")}
+    for group, table in (("model_args", MODEL_OPTIONS), ("dataset_args", DATASET_OPTIONS)):
+        options = {key: given.pop(key) for key in sorted(set().union(*table.values())) if key in given}
+        if options:
+            given[group] = options
+    history = train(resume=args.resume, overwrite=args.overwrite, **given)
+    print(json.dumps(history[-1]))
     return 0
 
 
 def eval_command(args):
     from .evaluate import evaluate_checkpoint
-    evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device,
-                        limit_test=args.limit_test, out=args.out)
+    evaluate_checkpoint(args.checkpoint, data_dir=getattr(args, "data_dir", None),
+                        device=getattr(args, "device", None), limit_test=getattr(args, "limit_test", None),
+                        eval_batch_size=getattr(args, "eval_batch_size", None), out=getattr(args, "out", None))
     return 0
 
 
@@ -96,30 +163,63 @@ def bench_command(args):
     return run_bench(args)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="minisnn", description="Train and inspect spiking networks (STBP-tdBN).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_args(sub.add_parser("train", help="train a model"))
-    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, per-layer firing rates and SOPs, raster plot")
-    p.add_argument("checkpoint")
-    p.add_argument("--data-dir")
-    p.add_argument("--device")
-    p.add_argument("--limit-test", type=int)
-    p.add_argument("--out", help="folder for plots (default: the checkpoint's folder)")
+def build_parser():
+    parser = Parser(prog="minisnn", description="Train and inspect spiking networks (STBP-tdBN).")
+    parser.add_argument("--version", action="version", version=f"minisnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_train_args(sub.add_parser("train", help="train a model, or continue a run (--resume)",
+                                  argument_default=argparse.SUPPRESS))
+    p = sub.add_parser("eval", argument_default=argparse.SUPPRESS,
+                       help="score a checkpoint on its test split: accuracy, per-layer firing rates and SOPs, "
+                            "pictures")
+    p.add_argument("checkpoint", help="a run's last.npz")
+    p.add_argument("--data-dir", dest="data_dir", type=checked("data_dir"), help="(default: the run's)")
+    p.add_argument("--device", type=checked("device"),
+                   help="cpu | cuda | cuda:N (default: $MINISNN_DEVICE, else the run's)")
+    p.add_argument("--limit-test", dest="limit_test", type=checked("limit_test"),
+                   help="score only the first N test images (default: the run's limit)")
+    p.add_argument("--eval-batch-size", dest="eval_batch_size", type=checked("eval_batch_size"),
+                   help="(default: the run's)")
+    p.add_argument("--out", type=checked("out"),
+                   help="folder for layers.json and the pictures (default: eval/ beside the checkpoint)")
     p = sub.add_parser("export", help="write a checkpoint's network, tdBN folded, as a NIR graph (needs the nir extra)")
     p.add_argument("checkpoint")
     p.add_argument("out", help="the .nir file to write")
-    p.add_argument("--dt", type=float, default=1e-4, help="NIR time step: tau = dt / (1 - tau_decay) (default 1e-4)")
+    p.add_argument("--dt", type=as_type(number(0, low_open=True), "dt"), default=1e-4,
+                   help="NIR time step: tau = dt / (1 - tau_decay) (default: 1e-4)")
     p.add_argument("--data-dir", help="folder of the checkpoint's data set (gives the input shape)")
     add_bench_args(sub.add_parser("bench", help="time a training step and its peak memory, against a PyTorch peer"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def one_line(err):
+    """An exception as the one line the user sees."""
+    if isinstance(err, OSError) and not isinstance(err, (DatasetError, CheckpointError)):
+        where = f" {err.filename}" if err.filename else ""
+        return (f"cannot access{where}: {err.strerror or err}; check the path, its permissions and the free "
+                "disk space")
+    return " ".join(str(err).split())
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (argparse's too: 0 for --help, 2 for a bad flag)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:
+        return done.code
     commands = {"train": train_command, "eval": eval_command, "export": export_command, "bench": bench_command}
+    from .train import TrainingDiverged
     try:
         return commands[args.command](args)
-    except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError,
+    except TrainingDiverged as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (ConfigError, DeviceError, DatasetError, CheckpointError, OSError, ImportError, ValueError,
             NotImplementedError) as err:
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -1,28 +1,77 @@
-"""``minisnn eval CHECKPOINT``: accuracy, a per-layer table of firing rates and synaptic operations,
-and spike-raster / membrane plots of the first test images."""
+"""Scoring a network: ``evaluate`` (mean loss and accuracy over a loader) and ``minisnn eval CHECKPOINT``.
+
+``evaluate_checkpoint`` reads a run's checkpoint (refusing one that holds NaN or infinity), scores it on
+the test split only (CIFAR-10's training batches need not be present), prints a per-layer table of firing
+rates and synaptic operations, and writes into its own folder (default: ``eval/`` beside the checkpoint,
+never the run's own files) ``layers.json`` and three pictures of the first test image: a spike raster
+across all spiking layers, the firing rate of each layer, and membrane traces of neurons that fire.
+"""
 import json
 from pathlib import Path
 
-from .backend import get_device, xp_for
-from .checkpoint import load_checkpoint
+from .backend import xp_for
+from .checkpoint import CheckpointError, load_checkpoint
 from .core import Tensor, no_grad
-from .monitor import Recorder, format_table, plot_membrane, plot_raster, save_json
-from .train import evaluate, load_data, model_for, model_input
+from .experiment import ConfigError, load_data, model_for, model_input, saved_config, usable_device
+from .functions.loss import softmax_cross_entropy
+from .monitor import Recorder, format_table, plot_firing_rates, plot_membrane, plot_raster, save_json
 
 
-def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, out=None, sample_batch=16):
+def evaluate(model, loader, xp):
+    """Mean loss and accuracy of ``model`` over the batches of ``loader``, in eval mode and without a graph.
+
+    Eval mode uses tdBN's running statistics and leaves every buffer as it was, so the result does not
+    depend on what was evaluated before; the model's mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    try:
+        with no_grad():
+            for images, labels in loader.batches():
+                x, y = model_input(images, xp), xp.asarray(labels)
+                logits = model(Tensor(x))
+                total_loss += float(softmax_cross_entropy(logits, y).item()) * len(y)
+                correct += int((logits.data.argmax(axis=1) == y).sum())
+                seen += len(y)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate: the loader gave no images to score")
+    return total_loss / seen, correct / seen
+
+
+def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, eval_batch_size=None, out=None,
+                        sample_batch=16):
+    """``minisnn eval``: score the checkpoint at ``path`` on its data set's test split and look inside.
+
+    data_dir, device, limit_test, eval_batch_size: None keeps the run's own (for the device:
+    ``$MINISNN_DEVICE``, else the run's). out: the folder for the table and pictures (default
+    ``<checkpoint folder>/eval``). Returns (accuracy, per-layer rows).
+    """
+    path = Path(path)
     state = load_checkpoint(path)
-    config = dict(state["meta"]["config"])
-    config["device"] = get_device(device if device is not None else config["device"])
+    try:
+        config = saved_config(state["meta"]["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its config is not valid today: {err}") from None
+    config["device"] = usable_device(device, config["device"])
     config.update(data_dir=data_dir or config["data_dir"], download=False, limit_train=0,
-                  limit_test=limit_test if limit_test is not None else config["limit_test"])
+                  limit_test=limit_test if limit_test is not None else config["limit_test"],
+                  eval_batch_size=eval_batch_size or config["eval_batch_size"])
+    out = Path(out) if out is not None else path.parent / "eval"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give a folder for the pictures")
     data = load_data(config)
     model = model_for(config, data)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} does not fit the model its config describes: {err}") from err
     xp = xp_for(config["device"])
     loss, acc = evaluate(model, data.loader("test", config["eval_batch_size"]), xp)
     print(f"{path}: test loss {loss:.4f}, accuracy {acc:.4f} on {len(data.test_y)} images "
-          f"(model {config['model']}, T={config['T']})")
+          f"(model {config['model']}, T={config['T']}, device {config['device']})")
 
     images, _ = next(data.loader("test", sample_batch).batches())
     model.eval()
@@ -33,13 +82,13 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, out=N
     totals = rec.totals()
     print(json.dumps({k: round(v, 3) for k, v in totals.items()}))
 
-    out = Path(out) if out else Path(path).parent
     out.mkdir(parents=True, exist_ok=True)
     save_json(rows, out / "layers.json")
-    first = rec.order_of_lif()[0] if rec.order_of_lif() else None
-    if first is not None:
-        plot_raster(rec.spikes[first], out / "raster.png", title=f"spikes of {first}, first test image")
-        plot_membrane(rec.membrane[first], rec.spikes[first], out / "membrane.png",
-                      title=f"membrane of {first}, first test image")
-        print(f"plots: {out / 'raster.png'}, {out / 'membrane.png'}; table: {out / 'layers.json'}")
+    written = [out / "layers.json"]
+    if rec.order_of_lif():
+        plot_raster(rec, out / "raster.png", title="spikes of every spiking layer, first test image")
+        plot_firing_rates(rec, out / "firing_rates.png")
+        plot_membrane(rec, model, out / "membrane.png", title="membrane of firing neurons, first test image")
+        written += [out / "raster.png", out / "firing_rates.png", out / "membrane.png"]
+    print(f"written: {', '.join(map(str, written))}")
     return acc, rows

@@ -1,19 +1,30 @@
 """The training loop: data -> spiking model -> cross-entropy on the mean over T -> STBP -> update.
 
-``train(config)`` runs a whole job: it builds the data set and the model from the config, trains with
-a tqdm progress bar (loss, accuracy, mean firing rate, images/s), evaluates every epoch, appends the
-epoch's metrics to ``metrics.jsonl``, plots ``curves.png`` and writes ``last.npz`` (model, optimizer,
-schedule, epoch, step, config) atomically after every epoch. ``resume=True`` continues from
-``last.npz`` bit for bit on the CPU: the batch order and the augmentation of step s of epoch e come
-from a generator seeded with (seed, e, s), so nothing needs replaying.
+``train(...)`` runs a whole job in the run folder ``out``: it builds the data set and the model from the
+config (``minisnn.experiment``), trains with a tqdm progress bar (loss, accuracy, mean firing rate,
+images/s), evaluates every epoch, and after every epoch writes ``last.npz`` (model, optimizer, schedule,
+position, config, history) and ``metrics.jsonl``, each atomically; ``curves.png`` when it stops.
 
-A NaN or Inf loss stops training with ``TrainingDiverged`` and leaves the last good checkpoint alone.
-Ctrl-C finishes the step in flight, saves the position reached (``interrupted`` in the meta) and
-raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the last checkpoint as it was.
+The run folder is the run. ``train(...)`` refuses to start a new run in a folder that holds one unless
+``overwrite=True``; ``train(resume=True, out=...)`` continues the run in ``out`` from ``out/last.npz``,
+whatever folder it was trained in before, and writes only there. A resumed run keeps its experiment
+(``experiment.RESUMABLE`` lists what may change); a larger ``epochs`` extends it, and the cosine schedule
+is then the one a run of that many epochs has: from the current step on, the learning rate follows the
+longer curve (so a finished run's learning rate rises again to that curve's value). Resuming is bit for
+bit on the CPU: batch order and augmentation of step s of epoch e come from a generator seeded with
+(seed, e, s), and the running sums of an interrupted epoch are saved, so its metrics equal an
+uninterrupted run's.
+
+A non-finite loss, or a NaN or infinity in any parameter, buffer or optimizer slot after an update,
+stops training with ``TrainingDiverged``: the message names what went wrong and which checkpoint, if any,
+is the last good one, which is left alone. Ctrl-C finishes the step in flight, saves the position reached
+(``interrupted`` in the meta) and raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the
+last checkpoint as it was.
 """
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -21,89 +32,44 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backend import get_device, xp_for
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, scalars
-from .core import Tensor, no_grad
-from .data import get_dataset
+from .backend import as_numpy, xp_for
+from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_checkpoint, read_meta,
+                         remove_stale_temps, save_checkpoint, scalars)
+from .core import Tensor
+from .evaluate import evaluate
+from .experiment import (DEFAULTS, ConfigError, changed_keys, load_data, make_config, model_for, model_input,
+                         resumed_config, saved_config, usable_device)
 from .functions.loss import softmax_cross_entropy
-from .models import build_model
 from .monitor import mean_firing_rate
 from .optim import SGD, Adam, CosineSchedule
 
-DEFAULTS = {
-    "model": "resnet19", "model_args": {}, "dataset": "cifar10", "dataset_args": {}, "data_dir": None,
-    "download": False,
-    "T": 2, "batch_size": 64, "epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
-    "weight_decay": 5e-4, "warmup_epochs": 0, "min_lr": 0.0, "seed": 0, "device": None,
-    "out": "runs/default", "augment": True, "limit_train": None, "limit_test": None,
-    "eval_batch_size": 256, "progress": True,
-}
+CHECKPOINT = "last.npz"
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "config.json", "curves.png")  # what a run writes into its folder
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, a parameter, a buffer or an optimizer slot became NaN or infinite."""
 
 
-def make_config(**overrides):
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
-    config = dict(DEFAULTS, **overrides)
-    config["device"] = get_device(config["device"])
-    return config
-
-
-# ---------------------------------------------------------------------------------------- data
-def limit(data, limit_train=None, limit_test=None):
-    """The data set cut to its first ``limit_train`` / ``limit_test`` examples (for quick runs)."""
-    return dataclasses.replace(data, train_x=data.train_x[:limit_train], train_y=data.train_y[:limit_train],
-                               test_x=data.test_x[:limit_test], test_y=data.test_y[:limit_test])
-
-
-def load_data(config):
-    """The config's data set, cut to ``limit_train`` / ``limit_test`` examples. Event data sets take
-    their number of frames from the config's T."""
-    options = dict(config["dataset_args"])
-    if config["dataset"] == "cifar10-dvs":
-        options["T"] = config["T"]
-    data = get_dataset(config["dataset"], data_dir=config["data_dir"], download=config["download"], **options)
-    return limit(data, config["limit_train"], config["limit_test"])
-
-
-def model_input(images, xp):
-    """A host batch on the device, in the model's layout: images [N, C, H, W] as they are, event
-    frames [N, T, C, H, W] turned time-major to [T, N, C, H, W]."""
-    x = xp.asarray(images)
-    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3, 4)) if x.ndim == 5 else x
-
-
-# ---------------------------------------------------------------------------------- evaluation
-def evaluate(model, loader, xp):
-    """Mean loss and accuracy of ``model`` (in eval mode, no graph) over the batches of ``loader``."""
-    model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
-    with no_grad():
-        for images, labels in loader.batches():
-            x, y = model_input(images, xp), xp.asarray(labels)
-            logits = model(Tensor(x))
-            total_loss += float(softmax_cross_entropy(logits, y).item()) * len(y)
-            correct += int((logits.data.argmax(axis=1) == y).sum())
-            seen += len(y)
-    model.train()
-    seen = max(seen, 1)
-    return total_loss / seen, correct / seen
-
-
-def model_for(config, data):
-    """The model a config describes, shaped for the data set, on the config's device."""
-    model_args = dict(config["model_args"], num_classes=data.num_classes, in_channels=data.in_channels,
-                      T=config["T"], seed=config["seed"])
-    return build_model(config["model"], **model_args).to(config["device"])
+def state_arrays(model, optimizer):
+    """(name, array) of everything a checkpoint keeps that a step changes: parameters, buffers and
+    optimizer slots (named after their parameter, e.g. ``m of stem.0.conv.weight``)."""
+    names = [name for name, _ in model.named_parameters()]
+    named = [(name, p.data) for name, p in model.named_parameters()]
+    named += [(name, getattr(module, attr)) for name, module, attr in model.named_buffers()]
+    for slot in optimizer.slot_names():
+        named += [(f"{slot} of {names[i]}", array) for i, array in enumerate(getattr(optimizer, slot))
+                  if array is not None]
+    return named
 
 
 # ------------------------------------------------------------------------------------- the job
 class Trainer:
-    """Holds what a run needs: config, data, model, optimizer, schedule, position and history."""
+    """Holds what a run needs: config, data, model, optimizer, schedule, position and history.
+
+    It writes into ``config["out"]`` as told; ``train()`` is the job that guards the folder (no new run
+    over an old one, resume only from the folder's own checkpoint).
+    """
 
     def __init__(self, config, resume=False):
         self.config = config
@@ -119,45 +85,109 @@ class Trainer:
         if config["optimizer"] == "sgd":
             self.optimizer = SGD(params, lr=config["lr"], momentum=config["momentum"],
                                  weight_decay=config["weight_decay"])
-        elif config["optimizer"] == "adam":
-            self.optimizer = Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
         else:
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config['optimizer']!r}")
+            self.optimizer = Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = CosineSchedule(self.optimizer, total_steps=self.steps_per_epoch * config["epochs"],
                                        warmup_steps=self.steps_per_epoch * config["warmup_epochs"],
                                        min_lr=config["min_lr"])
         self.epoch, self.step, self.history = 0, 0, []
+        self.sums = self.empty_sums()
+        self.last_good = None  # what the folder's checkpoint of this run holds, in words; None: none yet
         self.stop_requested, self.mid_step = False, False
         if resume:
-            self.load(self.out / "last.npz")
+            self.load(self.out / CHECKPOINT)
+
+    @staticmethod
+    def empty_sums():
+        """Running sums of the epoch in progress: images, loss x images, correct answers, rate x images."""
+        return {"seen": 0, "loss_sum": 0.0, "correct": 0, "rate_sum": 0.0, "seconds": 0.0}
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save(self, path, interrupted=False):
-        meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "history": self.history,
-                "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
-        save_checkpoint(path, meta, model=self.model.state_dict(), optim=self.optimizer.state_dict(),
-                        sched=self.schedule.state_dict())
+    def position(self):
+        if self.step == 0:
+            return f"end of epoch {self.epoch}"
+        return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
+
+    def save(self, interrupted=False):
+        path = self.out / CHECKPOINT
+        meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "sums": self.sums,
+                "history": self.history, "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
+        try:
+            save_checkpoint(path, meta, model=self.model.state_dict(), optim=self.optimizer.state_dict(),
+                            sched=self.schedule.state_dict())
+        except OSError as err:
+            raise CheckpointError(f"cannot write {path}: {err.strerror or err}; {self.last_good_words()}. "
+                                  "Free disk space or fix the folder's permissions, then continue with "
+                                  "--resume") from err
+        self.last_good = self.position() + (" (saved at Ctrl-C)" if interrupted else "")
 
     def load(self, path):
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(scalars(state["optim"]))
-        self.schedule.load_state_dict(scalars(state["sched"]))
         meta = state["meta"]
+        saved = saved_config(meta["config"])
+        changed = changed_keys(saved, self.config)
+        if changed:
+            raise CheckpointError(f"{path} was saved by a run with other settings ({', '.join(changed)}); "
+                                  "resume it with its own settings")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(scalars(state["optim"]))
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path} does not fit the model its config describes: {err}") from err
+        self.schedule.load_state_dict(scalars(state["sched"]))
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+        self.sums = dict(self.empty_sums(), **meta.get("sums", {}))
+        self.last_good = self.position() + (" (saved at Ctrl-C)" if meta.get("interrupted") else "")
+
+    def last_good_words(self):
+        """Which checkpoint of this run is the last good one, in words, for messages."""
+        if self.last_good is None:
+            return f"no checkpoint of this run has been written yet (the first one comes at the end of epoch 1)"
+        return f"the last good checkpoint is {self.out / CHECKPOINT} ({self.last_good}), left as it was"
 
     def write_metrics(self):
         text = "".join(json.dumps(row) + "\n" for row in self.history)
         atomic_write(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
 
     # -- the loop -------------------------------------------------------------------------------
+    def read_step(self, loss, logits, labels, lr):
+        """Every read from the device that a training step makes, in one place.
+
+        The loss, the number of correct answers and one finiteness flag per parameter, buffer and
+        optimizer slot (``finite_flags``: one reduction each, on the device) come back in a single
+        transfer; the mean firing rate comes from ``mean_firing_rate``. Raises TrainingDiverged if the
+        loss or any of those arrays is not finite. Returns (loss, correct, rate).
+        """
+        xp = self.xp
+        named = state_arrays(self.model, self.optimizer)
+        correct = (logits.data.argmax(axis=1) == labels).sum()
+        flags = finite_flags([array for _, array in named])
+        host = as_numpy(xp.concatenate([xp.stack([loss.data.astype(xp.float64), correct.astype(xp.float64)]),
+                                        flags.astype(xp.float64)]))
+        loss_value, correct_count, finite = float(host[0]), int(host[1]), host[2:]
+        rate = mean_firing_rate(self.model)
+        if not math.isfinite(loss_value) or not finite.all():
+            bad = [name for (name, _), ok in zip(named, finite) if not ok]
+            what = (f"the loss became {loss_value}" if not math.isfinite(loss_value) else
+                    f"{', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} "
+                    "became NaN or infinite in the update")
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}): {what}; "
+                f"{self.last_good_words()}. Resuming would repeat the same steps: start again with a lower "
+                "--lr (--overwrite replaces this run), or check the input data")
+        return loss_value, correct_count, rate
+
     def train_epoch(self):
-        """Train from (self.epoch, self.step) to the end of the epoch. Returns loss, accuracy, rate."""
-        cfg, xp = self.config, self.xp
+        """Train from (self.epoch, self.step) to the end of the epoch, then move to the next one.
+
+        Returns the epoch's mean loss, accuracy and firing rate over all its images (those before a
+        resume included) and its training seconds.
+        """
+        cfg, xp, sums = self.config, self.xp, self.sums
         bar = tqdm(total=self.steps_per_epoch, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
                    disable=not cfg["progress"], leave=False, dynamic_ncols=True)
-        seen, loss_sum, correct, rate_sum, start = 0, 0.0, 0, 0.0, time.perf_counter()
+        start, seconds_before = time.perf_counter(), sums["seconds"]
         self.model.train()
         with bar:
             for images, labels in self.train_loader.batches(self.epoch, start=self.step):
@@ -165,31 +195,31 @@ class Trainer:
                 x, y = model_input(images, xp), xp.asarray(labels)
                 logits = self.model(Tensor(x))
                 loss = softmax_cross_entropy(logits, y)
-                loss_value = float(loss.item())
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(
-                        f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
-                        f"(lr {self.optimizer.lr:.3g}); the last good checkpoint is kept at {self.out / 'last.npz'}. "
-                        "Lower the learning rate or check the input data.")
+                lr = self.optimizer.lr
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
+                loss_value, correct, rate = self.read_step(loss, logits, y, lr)
+                n = len(labels)
+                sums["seen"] += n
+                sums["loss_sum"] += loss_value * n
+                sums["correct"] += correct
+                sums["rate_sum"] += rate * n
+                sums["seconds"] = seconds_before + time.perf_counter() - start
                 self.step += 1
                 self.mid_step = False
                 if self.stop_requested:
                     raise KeyboardInterrupt
-                n = len(labels)
-                seen += n
-                loss_sum += loss_value * n
-                correct += int((logits.data.argmax(axis=1) == y).sum())
-                rate_sum += mean_firing_rate(self.model) * n
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                rate=f"{rate_sum / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+                seen = sums["seen"]
+                bar.set_postfix(loss=f"{sums['loss_sum'] / seen:.3f}", acc=f"{sums['correct'] / seen:.3f}",
+                                rate=f"{sums['rate_sum'] / seen:.3f}",
+                                img_s=f"{seen / max(sums['seconds'], 1e-9):.0f}")
                 bar.update(1)
-        seen = max(seen, 1)
-        return loss_sum / seen, correct / seen, rate_sum / seen, time.perf_counter() - start
+        seen = sums["seen"]
+        result = sums["loss_sum"] / seen, sums["correct"] / seen, sums["rate_sum"] / seen, sums["seconds"]
+        self.epoch, self.step, self.sums = self.epoch + 1, 0, self.empty_sums()
+        return result
 
     def request_stop(self, signum=None, frame=None):
         """SIGINT handler: the first Ctrl-C stops after the current step, a second one at once."""
@@ -210,62 +240,112 @@ class Trainer:
 
     def _fit(self):
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(cfg, indent=2))
+        atomic_write(self.out / "config.json", lambda f: f.write(json.dumps(cfg, indent=2).encode()))
         try:
             while self.epoch < cfg["epochs"]:
                 train_loss, train_acc, rate, seconds = self.train_epoch()
                 test_loss, test_acc = evaluate(self.model, self.test_loader, self.xp)
-                row = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc, "firing_rate": rate,
                        "lr": self.optimizer.lr, "seconds": seconds}
                 self.history.append(row)
-                self.epoch, self.step = self.epoch + 1, 0
-                self.save(self.out / "last.npz")
+                self.save()
                 self.write_metrics()
                 if cfg["progress"]:
                     tqdm.write(f"epoch {row['epoch']}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
                                f"test loss {test_loss:.4f} acc {test_acc:.4f} | rate {rate:.3f} | {seconds:.1f}s")
         except KeyboardInterrupt:
             if self.mid_step:  # stopped inside a step: weights and position may disagree
-                tqdm.write(f"stopped mid-step; the last checkpoint {self.out / 'last.npz'} is unchanged")
+                tqdm.write(f"stopped mid-step; {self.last_good_words()}")
             else:
-                self.save(self.out / "last.npz", interrupted=True)
-                tqdm.write(f"interrupted: position (epoch {self.epoch + 1}, step {self.step}) saved to "
-                           f"{self.out / 'last.npz'}; continue with --resume")
+                self.save(interrupted=True)
+                plot_history(self.history, self.out / "curves.png")
+                tqdm.write(f"interrupted: {self.position()} saved to {self.out / CHECKPOINT}; continue with "
+                           f"minisnn train --resume --out {self.out}")
             raise
         plot_history(self.history, self.out / "curves.png")
         return self.history
 
 
 def plot_history(history, path):
-    """Loss and accuracy per epoch, train and test, as one PNG."""
+    """Loss and accuracy per epoch, train and test, as one PNG (drawn without pyplot: any backend);
+    nothing while the history is empty."""
     if not history:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in ("train", "test"):
         ax_loss.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", label=split)
         ax_acc.plot(epochs, [row[f"{split}_acc"] for row in history], marker="o", label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.25)  # fixed: cheaper than tight
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
 
 
-def train(resume=False, **overrides):
-    """Run a whole training job; see ``DEFAULTS`` for the keys."""
-    if resume:
-        out = Path(overrides.get("out", DEFAULTS["out"]))
-        saved = load_checkpoint(out / "last.npz")["meta"]["config"]
-        config = dict(saved, **{k: v for k, v in overrides.items() if k in ("device", "progress")})
-        config["device"] = get_device(config["device"])
-    else:
-        config = make_config(**overrides)
-    return Trainer(config, resume=resume).fit()
+# ------------------------------------------------------------------------------- the run folder
+def run_folder(out, resume, overwrite):
+    """Check (and create) the run folder ``out`` for the job asked, and remove what a killed write left.
+
+    A new run needs a folder that holds no run (or ``overwrite``, which deletes the old run's files);
+    ``resume`` needs the folder's own checkpoint; both need a folder they can write. Raises ConfigError
+    saying what to do.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a run folder; give a folder name")
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in "
+                          "--out, --overwrite replaces it; give one")
+    if resume and not (out / CHECKPOINT).exists():
+        raise ConfigError(f"--resume: no run to continue in {out} (no {CHECKPOINT}); give the run's folder "
+                          "with --out, or start the run without --resume")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise ConfigError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                          "replace it with --overwrite, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"--out {out}: this folder cannot be written (permission denied); choose another --out "
+                          "or fix its permissions")
+    remove_stale_temps(out)
+    if overwrite:
+        for name in held:
+            (out / name).unlink()
+
+
+def train(resume=False, overwrite=False, **given):
+    """Run a whole training job in the run folder ``given["out"]`` (see ``experiment.DEFAULTS``).
+
+    New run: ``given`` are the config keys to set. ``resume=True``: continue the run saved in
+    ``out/last.npz``; ``given`` may hold the keys ``experiment.RESUMABLE`` allows (others only with
+    the run's own values), and ``epochs`` larger than the epochs done extends the run.
+    """
+    out = Path(given.get("out", DEFAULTS["out"]))
+    if not resume:
+        config = make_config(**given)
+        run_folder(out, resume, overwrite)
+        return Trainer(config).fit()
+    run_folder(out, resume, overwrite)
+    meta = read_meta(out / CHECKPOINT)
+    try:
+        saved = saved_config(meta["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{out / CHECKPOINT}: its config is not valid today: {err}") from None
+    device = usable_device(given.get("device"), saved["device"])
+    config = resumed_config(saved, dict(given, out=str(out), device=device))
+    done = meta["epoch"]
+    if config["epochs"] <= done:
+        if "epochs" in given:
+            raise ConfigError(f"--epochs {config['epochs']}: the run in {out} has done {done} epochs already; "
+                              f"give more than {done} to train on")
+        raise ConfigError(f"the run in {out} has finished its {done} epochs; to train on, give --epochs N with "
+                          f"N > {done} (the cosine schedule is then recomputed over N epochs)")
+    return Trainer(config, resume=True).fit()

@@ -77,3 +77,13 @@ def test_cosine_schedule_with_warmup():
     other = CosineSchedule(SGD([Parameter(np.zeros(1))], lr=1.0), total_steps=12, warmup_steps=2)
     other.load_state_dict(sched.state_dict())
     assert other.optimizer.lr == opt.lr
+
+
+def test_cosine_schedule_stays_at_min_lr_past_its_end():
+    opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+    sched = CosineSchedule(opt, total_steps=10, warmup_steps=3, min_lr=0.1)
+    lrs = [opt.lr]
+    for _ in range(30):  # a run extended, or stepped after its last epoch
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs[9] > 0.1 and lrs[10:] == [pytest.approx(0.1, abs=1e-15)] * 21

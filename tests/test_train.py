@@ -1,16 +1,22 @@
-"""The trainer end to end on real CIFAR-10 images: learning, exact resume, NaN stop, checkpoints, CLI."""
+"""The Trainer keeps its promises, on real CIFAR-10 images: its step learns, it uses the schedule's learning
+rates, evaluation changes nothing, reported metrics are the means over the epoch's images, Ctrl-C and resume
+are bit-exact (metrics included), and divergence stops training with the truth about the last checkpoint."""
 import json
+import math
+import os
 import signal
+import stat
 
 import numpy as np
 import pytest
 
-from minisnn import Tensor, cli
 from minisnn import train as train_module
-from minisnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minisnn.functions.loss import softmax_cross_entropy
-from minisnn.optim import Adam
-from minisnn.train import Trainer, TrainingDiverged, make_config
+from minisnn.checkpoint import load_checkpoint
+from minisnn.evaluate import evaluate
+from minisnn.experiment import make_config
+from minisnn.train import Trainer, TrainingDiverged
+
+from conftest import SAMPLE
 
 
 def tiny_config(sample, out, **overrides):
@@ -21,26 +27,86 @@ def tiny_config(sample, out, **overrides):
     return make_config(**config)
 
 
-def test_small_spiking_resnet_learns_on_real_cifar(cifar_sample, tmp_path):
-    trainer = Trainer(tiny_config(cifar_sample, tmp_path, model_args={"width": 8, "blocks": (1, 1)}, limit_train=32))
-    images, labels = next(trainer.data.loader("train", 32, seed=0).batches())
-    model = trainer.model
-    optimizer = Adam(model.parameters(), lr=1e-2)
-
-    def loss_now():
-        return float(softmax_cross_entropy(model(Tensor(images)), labels).item())
-
-    before = loss_now()
-    for _ in range(20):
-        loss = softmax_cross_entropy(model(Tensor(images)), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    after = loss_now()
-    assert after < 0.8 * before, (before, after)  # 2.34 -> about 1.7 on these 32 real images
+def weights(trainer):
+    return {name: p.data.copy() for name, p in trainer.model.named_parameters()}
 
 
-def test_fit_writes_checkpoint_metrics_and_plot(cifar_sample, tmp_path):
+def test_a_step_changes_every_weight_and_lowers_a_fixed_batchs_loss(cifar_sample, tmp_path):
+    # one batch of 16 real images, no augmentation: every epoch is one step on the same batch, and the
+    # epoch's train loss is that batch's loss just before the step
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, model_args={"width": 8, "blocks": (1, 1)}, limit_train=16,
+                                  augment=False, optimizer="adam", lr=0.01, epochs=12))
+    before = weights(trainer)
+    losses = [trainer.train_epoch()[0]]
+    after = weights(trainer)
+    unchanged = [name for name in before if np.array_equal(before[name], after[name])]
+    assert not unchanged, f"one step left these parameters as they were: {unchanged}"
+    losses += [trainer.train_epoch()[0] for _ in range(11)]
+    assert losses[-1] < 0.9 * losses[0], losses  # about 2.3 -> 1.9
+
+
+def test_the_learning_rates_used_are_the_schedules_and_an_extension_follows_the_longer_curve(cifar_sample, tmp_path):
+    base, floor, steps, warmup = 0.05, 0.001, 3, 3  # 3 steps per epoch, 1 warm-up epoch
+
+    def scheduled(s, epochs):  # the docstring's equation, written out again
+        if s < warmup:
+            return base * (s + 1) / warmup
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps * epochs - warmup)))
+
+    def record_lrs(trainer):
+        used, real_step = [], trainer.optimizer.step
+
+        def step():
+            used.append(trainer.optimizer.lr)
+            real_step()
+        trainer.optimizer.step = step
+        return used
+
+    config = tiny_config(cifar_sample, tmp_path, lr=base, min_lr=floor, warmup_epochs=1, epochs=3)
+    trainer = Trainer(config)
+    used = record_lrs(trainer)
+    for _ in range(3):
+        trainer.train_epoch()
+    assert used == pytest.approx([scheduled(s, 3) for s in range(9)], rel=1e-12)
+    trainer.save()
+    longer = Trainer(dict(config, epochs=5), resume=True)
+    used = record_lrs(longer)
+    for _ in range(2):
+        longer.train_epoch()
+    assert used == pytest.approx([scheduled(s, 5) for s in range(9, 15)], rel=1e-12)
+
+
+def test_evaluation_leaves_every_buffer_unchanged_and_is_repeatable(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    trainer.train_epoch()  # running statistics away from their initial values
+    buffers = {name: getattr(module, attr).copy() for name, module, attr in trainer.model.named_buffers()}
+    assert buffers and trainer.model.training
+    first = evaluate(trainer.model, trainer.test_loader, np)
+    second = evaluate(trainer.model, trainer.test_loader, np)
+    assert first == second
+    for name, module, attr in trainer.model.named_buffers():
+        np.testing.assert_array_equal(getattr(module, attr), buffers[name], err_msg=name)
+    assert trainer.model.training  # the mode it had
+
+
+def test_an_epochs_reported_loss_and_accuracy_are_the_means_over_its_images(cifar_sample, tmp_path, monkeypatch):
+    steps, real_loss = [], train_module.softmax_cross_entropy
+
+    def recording_loss(logits, labels):
+        loss = real_loss(logits, labels)
+        correct = int((logits.data.argmax(axis=1) == labels).sum())
+        steps.append((float(loss.item()), correct, len(labels)))
+        return loss
+
+    monkeypatch.setattr(train_module, "softmax_cross_entropy", recording_loss)
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=40))  # batches of 16, 16 and 8 images
+    train_loss, train_acc, _, _ = trainer.train_epoch()
+    assert [n for _, _, n in steps] == [16, 16, 8]
+    assert train_loss == pytest.approx(sum(loss * n for loss, _, n in steps) / 40, rel=1e-12)
+    assert train_acc == sum(c for _, c, _ in steps) / 40
+
+
+def test_fit_writes_checkpoint_metrics_and_plot_with_the_usual_permissions(cifar_sample, tmp_path):
     history = Trainer(tiny_config(cifar_sample, tmp_path)).fit()
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(np.isfinite(row["train_loss"]) and 0 <= row["test_acc"] <= 1 for row in history)
@@ -49,17 +115,24 @@ def test_fit_writes_checkpoint_metrics_and_plot(cifar_sample, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
     assert meta["epoch"] == 2 and meta["config"]["model"] == "resnet_small"
-    assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "curves.png", "last.npz", "metrics.jsonl"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o666 & ~umask}
 
 
-def weights(trainer):
-    return {name: p.data.copy() for name, p in trainer.model.named_parameters()}
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Weights and history of the tiny run trained without a break (made once for both cases)."""
+    straight = Trainer(tiny_config(SAMPLE, tmp_path_factory.mktemp("straight")))
+    history = straight.fit()
+    return weights(straight), history
 
 
 @pytest.mark.parametrize("stop_after_steps", [2, 3])  # mid-epoch, and exactly at an epoch boundary
-def test_ctrl_c_then_resume_is_bit_exact(cifar_sample, tmp_path, monkeypatch, stop_after_steps):
-    straight = Trainer(tiny_config(cifar_sample, tmp_path / "straight"))
-    straight.fit()
+def test_ctrl_c_then_resume_is_bit_exact_metrics_included(cifar_sample, tmp_path, monkeypatch, stop_after_steps,
+                                                          uninterrupted):
+    expected, expected_history = uninterrupted
 
     interrupted = Trainer(tiny_config(cifar_sample, tmp_path / "resumed"))
     real_step, calls = interrupted.optimizer.step, []
@@ -78,58 +151,63 @@ def test_ctrl_c_then_resume_is_bit_exact(cifar_sample, tmp_path, monkeypatch, st
     resumed = Trainer(interrupted.config, resume=True)
     assert resumed.epoch * resumed.steps_per_epoch + resumed.step == stop_after_steps
     history = resumed.fit()
-    final, expected = weights(resumed), weights(straight)
+    final = weights(resumed)
     for name in expected:
         np.testing.assert_array_equal(final[name], expected[name], err_msg=name)
-    assert history[-1]["epoch"] == 2
+    drop_time = [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert drop_time == [{k: v for k, v in row.items() if k != "seconds"} for row in expected_history]
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(cifar_sample, tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+@pytest.mark.parametrize("explode_at_step, truth", [
+    (1, "no checkpoint of this run has been written yet"),
+    (4, r"the last good checkpoint is .*last\.npz \(end of epoch 1\)"),
+])
+def test_a_nan_loss_stops_training_and_tells_which_checkpoint_is_good(cifar_sample, tmp_path, monkeypatch,
+                                                                     explode_at_step, truth):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))  # 3 steps per epoch
     real_loss, calls = train_module.softmax_cross_entropy, []
 
-    def loss_that_explodes_in_epoch_two(logits, labels):
+    def loss_that_explodes(logits, labels):
         calls.append(1)
         loss = real_loss(logits, labels)
-        return loss * float("nan") if len(calls) > trainer.steps_per_epoch else loss
+        return loss * float("nan") if len(calls) == explode_at_step else loss
 
-    monkeypatch.setattr(train_module, "softmax_cross_entropy", loss_that_explodes_in_epoch_two)
-    with pytest.raises(TrainingDiverged, match=r"nan at epoch 2, step 1"):
+    monkeypatch.setattr(train_module, "softmax_cross_entropy", loss_that_explodes)
+    with pytest.raises(TrainingDiverged, match="the loss became nan") as err:
         trainer.fit()
-    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
-    assert meta["epoch"] == 1 and not meta["interrupted"]
+    assert f"step {(explode_at_step - 1) % 3 + 1}" in str(err.value)
+    assert __import__("re").search(truth, str(err.value)), str(err.value)
+    if explode_at_step == 1:
+        assert not (tmp_path / "last.npz").exists()
+    else:
+        meta = load_checkpoint(tmp_path / "last.npz")["meta"]  # loads: it holds no NaN
+        assert meta["epoch"] == 1 and not meta["interrupted"]
 
 
-def test_checkpoints_refuse_pickles_and_report_corruption(tmp_path):
-    bad = tmp_path / "object.npz"
-    np.savez(bad, meta=np.array("{}"), **{"model/w": np.array([object()], dtype=object)})
-    with pytest.raises(CheckpointError, match="object.npz"):
-        load_checkpoint(bad)
-    good = tmp_path / "good.npz"
-    save_checkpoint(good, {"epoch": 1}, model={"w": np.ones(3, np.float32)})
-    truncated = tmp_path / "truncated.npz"
-    truncated.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(CheckpointError, match="truncated.npz"):
-        load_checkpoint(truncated)
-    with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "missing.npz")
+@pytest.mark.parametrize("where", ["parameter", "optimizer slot", "buffer"])
+def test_a_non_finite_value_after_an_update_stops_training_naming_it(cifar_sample, tmp_path, where):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="adam", lr=0.01))
+    real_step, calls = trainer.optimizer.step, []
+    conv = trainer.model.stem[0].conv
+    bn = trainer.model.stem[0].bn
 
+    def step_that_spoils_one_value():  # the loss stays finite: a NaN membrane never spikes
+        real_step()
+        calls.append(1)
+        if len(calls) == 5:
+            if where == "parameter":
+                conv.weight.data[0, 0, 1, 1] = np.nan
+            elif where == "optimizer slot":
+                trainer.optimizer.v[0][0, 0, 0, 0] = np.inf
+            else:
+                bn.running_var[2] = np.inf
 
-def test_cli_train_then_eval(cifar_sample, tmp_path, capsys):
-    out = tmp_path / "run"
-    code = cli.main(["train", "--dataset", "cifar10", "--data-dir", str(cifar_sample), "--model", "resnet_small",
-                     "--width", "4", "--blocks", "1", "-T", "2", "--epochs", "1", "--batch-size", "16",
-                     "--limit-train", "32", "--limit-test", "16", "--out", str(out), "--no-progress"])
-    assert code == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epoch"] == 1
-    assert cli.main(["eval", str(out / "last.npz"), "--data-dir", str(cifar_sample)]) == 0
-    printed = capsys.readouterr().out
-    assert "accuracy" in printed and "SOPs" in printed and "stem.1" in printed
-    assert (out / "raster.png").stat().st_size > 1000
-
-
-def test_cli_reports_missing_data_clearly(tmp_path, capsys):
-    code = cli.main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--no-progress",
-                     "--out", str(tmp_path / "run")])
-    assert code == 2
-    assert "cifar-10" in capsys.readouterr().err.lower()
+    trainer.optimizer.step = step_that_spoils_one_value
+    with pytest.raises(TrainingDiverged) as err:
+        trainer.fit()
+    name = {"parameter": "stem.0.conv.weight", "optimizer slot": "v of stem.0.conv.weight",
+            "buffer": "stem.0.bn.running_var"}[where]
+    message = str(err.value)
+    assert f"{name} became NaN or infinite" in message and "epoch 2, step 2" in message
+    assert "(end of epoch 1)" in message and "lower --lr" in message
+    assert load_checkpoint(tmp_path / "last.npz")["meta"]["epoch"] == 1

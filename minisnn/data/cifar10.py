@@ -156,8 +156,9 @@ def download_file(url, dest, md5, chunk_size=1 << 20, timeout=30):
         if not (err.code == 416 and start > 0):  # 416: the part file already holds the whole file
             raise DatasetError(f"download of {url} failed: HTTP {err.code} {err.reason}") from err
     except (OSError, ValueError) as err:  # URLError, timeouts, broken connections, bad URLs
-        raise DatasetError(f"download of {url} failed: {type(err).__name__}: {err} "
-                           f"(the partial file {part} is kept and resumed next time)") from err
+        kept = f"the partial file {part} is kept and resumed next time" if part.exists() and part.stat().st_size \
+            else "nothing was downloaded"
+        raise DatasetError(f"download of {url} failed: {type(err).__name__}: {err} ({kept})") from err
     actual = md5_of(part)
     if actual != md5:
         part.unlink()

@@ -1,0 +1,268 @@
+"""`minisnn` as a user drives it, on the offline digits: runs that resume where they are told and write
+nowhere else, refusals of every bad value before any work, non-finite and broken checkpoints explained, and
+never a traceback. Every error is one line, ``error: ...``, exit 2."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisnn import __version__, backend, cli, experiment
+from minisnn.backend import DeviceError
+from minisnn.checkpoint import load_checkpoint, save_checkpoint
+from minisnn.experiment import DEFAULTS, make_config, model_for, load_data
+
+pytest.importorskip("sklearn", reason="the digits data set needs scikit-learn: pip install -e '.[digits]'")
+
+TINY = ["--dataset", "digits", "--model", "resnet_small", "--width", "4", "--blocks", "1", "1", "-T", "2",
+        "--batch-size", "16", "--limit-train", "32", "--limit-test", "16", "--optimizer", "adam", "--lr", "0.01",
+        "--no-progress"]
+
+
+def minisnn(capsys, *argv):
+    """Run the command line; return (exit status, stdout, stderr). An error must be one line, no traceback."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if code != 0:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return code, out, err
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes (to show that nothing was written there)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 1-epoch digits run, made once; tests copy it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run(finished_run, tmp_path):
+    return shutil.copytree(finished_run, tmp_path / "run")
+
+
+def test_train_then_eval_writes_into_its_own_folder(run, capsys):
+    before = snapshot(run)
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz")
+    assert code == 0 and "accuracy" in out and "SOPs" in out and "16 images" in out
+    assert {p.name for p in (run / "eval").iterdir()} == {"layers.json", "raster.png", "firing_rates.png",
+                                                          "membrane.png"}
+    assert {k: v for k, v in snapshot(run).items() if k.parts[0] != "eval"} == before
+
+
+def test_resume_trains_the_folder_it_is_given_wherever_it_was_moved(run, tmp_path, capsys, monkeypatch):
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    run.rename(moved)
+    decoy = tmp_path / "run"  # the run's old path now holds another run, which must be left alone
+    shutil.copytree(moved, decoy)
+    before = snapshot(decoy)
+    monkeypatch.chdir(moved.parent)  # another working directory, a relative --out
+    code, out, _ = minisnn(capsys, "train", "--resume", "--out", "moved", "--epochs", "2", "--no-progress")
+    assert code == 0 and '"epoch": 2' in out.splitlines()[-1]
+    assert len((moved / "metrics.jsonl").read_text().splitlines()) == 2
+    assert load_checkpoint(moved / "last.npz")["meta"]["config"]["out"] == "moved"
+    assert snapshot(decoy) == before
+
+
+def test_resume_accepts_the_runs_own_flags_refuses_changes_and_extends(run, capsys):
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--lr", "0.5", "--width", "8", "-T", "2")
+    assert code == 2 and "--lr (the run has 0.01)" in err and "--width (the run has 4)" in err
+    assert "-T (" not in err  # given with the run's own value
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--depth", "3")
+    assert code == 2 and "--depth (not an option of the run's resnet_small)" in err
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--no-progress")
+    assert code == 2 and "finished its 1 epochs" in err and "--epochs N" in err
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--resume", "--overwrite", "--out", run)
+    assert code == 2 and snapshot(run) == before
+    # the command that started the run, with --resume and a longer --epochs: it goes on
+    code, out, _ = minisnn(capsys, "train", *TINY, "--epochs", "3", "--out", run, "--resume")
+    assert code == 0 and '"epoch": 3' in out.splitlines()[-1]
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and rows[0] == before[Path("metrics.jsonl")].decode().strip()
+
+
+def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", *TINY, "--out", run)
+    assert code == 2 and "--resume" in err and "--overwrite" in err and snapshot(run) == before
+    code, _, _ = minisnn(capsys, "train", *TINY, "--epochs", "2", "--seed", "1", "--out", run, "--overwrite")
+    assert code == 0 and load_checkpoint(run / "last.npz")["meta"]["config"]["seed"] == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+INVALID = [  # (flags, what the one-line error must say)
+    (["--lr", "-1"], "--lr"), (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "abc"], "--lr"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--momentum", "1.5"], "--momentum"),
+    (["--momentum", "1"], "--momentum"), (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--blocks", "0"], "--blocks"), (["--limit-train", "-1"], "--limit-train"),
+    (["--limit-train", "0"], "--limit-train"), (["--limit-test", "0"], "--limit-test"), (["--width", "0"], "--width"),
+    (["-T", "0"], "-T"), (["--batch-size", "0"], "--batch-size"), (["--eval-batch-size", "0"], "--eval-batch-size"),
+    (["--epochs", "0"], "--epochs"), (["--seed", "-1"], "--seed"), (["--min-lr", "-1"], "--min-lr"),
+    (["--model", "nope"], "--model"), (["--dataset", "nope"], "--dataset"), (["--device", "tpu"], "--device"),
+    (["--dvs-size", "200"], "--dvs-size"),
+    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs"), (["--min-lr", "1"], "--min-lr"),
+    (["--strides", "1", "2", "2"], "--strides"),
+    # flags that do not apply to the chosen model, optimizer or data set
+    (["--depth", "3"], "--depth applies to --model plain, not resnet_small"),
+    (["--norm", "bn"], "--norm applies to --model plain"),
+    (["--model", "resnet19"], "--width applies to --model resnet_small or plain, not resnet19"),
+    (["--momentum", "0.5"], "--momentum applies to --optimizer sgd"),
+    (["--dvs-size", "32"], "--dvs-size applies to --dataset cifar10-dvs, not digits"),
+    (["--download"], "--download"),
+]
+
+
+@pytest.mark.parametrize("flags, says", INVALID, ids=[" ".join(f) for f, _ in INVALID])
+def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, flags, says):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were loaded before the flags were checked")
+
+    monkeypatch.setattr(experiment, "get_dataset", no_data)
+    code, _, err = minisnn(capsys, "train", *TINY, *flags, "--out", tmp_path / "run")
+    assert code == 2 and says in err
+    assert not (tmp_path / "run").exists()
+
+
+def spoil(path, **config_changes):
+    """Rewrite a checkpoint with its first conv weight holding a NaN (and its config changed)."""
+    state = load_checkpoint(path)
+    state["meta"]["config"].update(config_changes)
+    if not config_changes:
+        state["model"]["stem.0.conv.weight"][0, 0, 1, 1] = np.nan
+    save_checkpoint(path, state["meta"], model=state["model"], optim=state["optim"], sched=state["sched"])
+
+
+def test_a_nan_weight_makes_eval_export_and_resume_refuse_naming_it(run, tmp_path, capsys):
+    spoil(run / "last.npz")
+    before = snapshot(run)
+    commands = [["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]]
+    try:
+        import nir  # noqa: F401  (export is checked where its extra is installed)
+        commands.append(["export", run / "last.npz", tmp_path / "net.nir"])
+    except ImportError:
+        pass
+    for command in commands:
+        code, _, err = minisnn(capsys, *command)
+        assert code == 2 and "NaN or infinity in model/stem.0.conv.weight" in err, (command, err)
+    assert snapshot(run) == before and not (tmp_path / "net.nir").exists()
+
+
+@pytest.mark.parametrize("content, says", [(b"", "is empty (0 bytes)"), (b"\x93NUMPY" + os.urandom(200),
+                                                                        "not a minisnn checkpoint")])
+def test_broken_checkpoints_are_explained(tmp_path, capsys, content, says):
+    path = tmp_path / "last.npz"
+    path.write_bytes(content)
+    for command in (["eval", path], ["train", "--resume", "--out", tmp_path]):
+        code, _, err = minisnn(capsys, *command)
+        assert code == 2 and says in err and "allow_pickle" not in err
+    code, _, err = minisnn(capsys, "eval", tmp_path)
+    assert code == 2 and "that is a folder" in err
+
+
+def test_out_naming_a_file_or_an_unwritable_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    code, _, err = minisnn(capsys, "train", *TINY, "--out", tmp_path / "a_file")
+    assert code == 2 and "is a file" in err and (tmp_path / "a_file").read_text() == "mine"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders: the permission check cannot be seen")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = minisnn(capsys, "train", *TINY, "--out", locked / "run")
+    assert code == 2 and "Permission denied" in err
+
+
+def test_a_full_disk_stops_training_keeping_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+    from minisnn import checkpoint
+    real_savez, saves = checkpoint.np.savez, []
+
+    def savez(f, **arrays):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"PK\x03\x04 half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(checkpoint.np, "savez", savez)
+    code, _, err = minisnn(capsys, "train", *TINY, "--epochs", "3", "--out", tmp_path / "run")
+    assert code == 2 and "No space left on device" in err and "(end of epoch 1), left as it was" in err
+    assert "--resume" in err and load_checkpoint(tmp_path / "run" / "last.npz")["meta"]["epoch"] == 1
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_gpu_run_on_a_cpu_only_machine_says_device_cpu(run, capsys, monkeypatch):
+    spoil(run / "last.npz", device="cuda:0")
+
+    def no_cupy():
+        raise DeviceError("CuPy is needed for the GPU but could not be imported: No module named 'cupy'")
+
+    monkeypatch.setattr(backend, "cupy", no_cupy)
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):
+        code, _, err = minisnn(capsys, *command)
+        assert code == 2 and "saved on cuda:0" in err and "--device cpu" in err
+
+
+def test_an_offline_download_says_what_happened(tmp_path, capsys, monkeypatch):
+    def offline(request, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    code, _, err = minisnn(capsys, "train", "--dataset", "cifar10", "--download", "--data-dir", tmp_path / "data",
+                           "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and "no network" in err and "nothing was downloaded" in err and "kept" not in err
+
+
+def test_eval_needs_only_the_test_batch(cifar_sample, tmp_path, capsys):
+    data_dir = tmp_path / "cifar" / "cifar-10-batches-py"
+    data_dir.mkdir(parents=True)
+    shutil.copy(cifar_sample / "cifar-10-batches-py" / "test_batch", data_dir)
+    config = make_config(model="resnet_small", model_args={"width": 4, "blocks": [1]}, dataset="cifar10",
+                         data_dir=str(data_dir.parent), limit_test=16, eval_batch_size=16, out=str(tmp_path))
+    model = model_for(config, load_data(dict(config, limit_train=0)))
+    save_checkpoint(tmp_path / "last.npz", {"config": config}, model=model.state_dict())
+    code, out, _ = minisnn(capsys, "eval", tmp_path / "last.npz")
+    assert code == 0 and "on 16 images" in out
+
+
+def test_version_and_help_with_the_experiments_defaults(capsys):
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"minisnn {__version__}"
+    assert cli.main(["train", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for key in ("lr", "batch_size", "eval_batch_size", "T", "model", "out", "weight_decay"):
+        assert f"(default: {DEFAULTS[key]})" in shown, key
+    assert "resnet_small 32, plain 16" in shown and "cosine schedule is recomputed over the new total" in shown
+
+
+def test_a_real_ctrl_c_saves_the_position_and_the_run_resumes(cifar_sample, tmp_path, capsys):
+    run = tmp_path / "run"  # CIFAR-10 sample here: the process then needs no scikit-learn (faster to start)
+    job = subprocess.Popen([sys.executable, "-m", "minisnn.cli", "train", "--dataset", "cifar10", "--data-dir",
+                            str(cifar_sample), *TINY[2:], "--epochs", "1000", "--out", str(run)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == 130 and f"continue with minisnn train --resume --out {run}" in out, out + err
+    assert "Traceback" not in err
+    meta = load_checkpoint(run / "last.npz")["meta"]
+    assert meta["interrupted"] and meta["epoch"] >= 1
+    code, out, _ = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", meta["epoch"] + 1)
+    assert code == 0 and f'"epoch": {meta["epoch"] + 1}' in out
