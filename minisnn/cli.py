@@ -14,6 +14,7 @@ training diverged; 130: stopped by Ctrl-C); none prints a Python traceback.
 """
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -92,7 +93,8 @@ def add_train_args(p):
     g.add_argument("--download", action="store_true", help="cifar10: download it (md5-checked) if not cached")
     g.add_argument("--dvs-size", dest="size", type=checked("size"),
                    help=option_help("size", "frame size after sum-pooling the 128x128 sensor"))
-    g.add_argument("--dvs-split", dest="split_by", type=checked("split_by"), metavar="{" + ",".join(DVS_SPLITS) + "}",
+    g.add_argument("--dvs-split", dest="split_by", type=checked("split_by"),
+                   metavar="{" + ",".join(DVS_SPLITS) + "}",
                    help=option_help("split_by", "cut recordings into T frames of equal event count or duration"))
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     g.add_argument("--limit-train", dest="limit_train", type=checked("limit_train"),
@@ -125,8 +127,8 @@ def add_train_args(p):
                    help="continue the run in --out from its last.npz, writing only there; flags that would "
                         "change the experiment are refused (allowed: "
                         + ", ".join(FLAGS[key] for key in RESUMABLE) + ")")
-    g.add_argument("--overwrite", action="store_true", default=False, help="start a new run in an --out that holds one, "
-                                                            "deleting the old run's files")
+    g.add_argument("--overwrite", action="store_true", default=False,
+                   help="start a new run in an --out that holds one, deleting the old run's files")
     g.add_argument("--device", type=checked("device"),
                    help="cpu | cuda | cuda:N (default: $MINISNN_DEVICE, else cpu; with --resume the run's own)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -195,9 +197,8 @@ def build_parser():
 def one_line(err):
     """An exception as the one line the user sees."""
     if isinstance(err, OSError) and not isinstance(err, (DatasetError, CheckpointError)):
-        where = f" {err.filename}" if err.filename else ""
-        return (f"cannot access{where}: {err.strerror or err}; check the path, its permissions and the free "
-                "disk space")
+        what = f"cannot access {err.filename}" if err.filename else "a file operation failed"
+        return f"{what}: {err.strerror or err}; check the path, its permissions and the free disk space"
     return " ".join(str(err).split())
 
 
@@ -216,6 +217,9 @@ def main(argv=None):
         return EXIT_DIVERGED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (minisnn eval ... | head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except (ConfigError, DeviceError, DatasetError, CheckpointError, OSError, ImportError, ValueError,
             NotImplementedError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

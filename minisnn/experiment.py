@@ -171,7 +171,8 @@ def _options(kind, name, given, table):
         raise ConfigError(f"{kind}_args must be a dict of options, got {given!r}")
     unknown = sorted(set(given) - set(OPTION_CHECKS))
     if unknown:
-        raise ConfigError(f"unknown {kind} options {unknown}")
+        known = sorted(set().union(*table.values()))
+        raise ConfigError(f"unknown {kind} options {unknown}; the {kind}s take {', '.join(known)}")
     misplaced = [key for key in given if key not in table[name]]
     if misplaced:
         users = {key: [n for n, keys in table.items() if key in keys] for key in misplaced}

@@ -105,8 +105,9 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def position(self):
+        """Where training stands, in words."""
         if self.step == 0:
-            return f"end of epoch {self.epoch}"
+            return f"end of epoch {self.epoch}" if self.epoch else "the start, before the first step"
         return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
 
     def save(self, interrupted=False):
@@ -143,7 +144,7 @@ class Trainer:
     def last_good_words(self):
         """Which checkpoint of this run is the last good one, in words, for messages."""
         if self.last_good is None:
-            return f"no checkpoint of this run has been written yet (the first one comes at the end of epoch 1)"
+            return "no checkpoint of this run has been written yet (the first one comes at the end of epoch 1)"
         return f"the last good checkpoint is {self.out / CHECKPOINT} ({self.last_good}), left as it was"
 
     def write_metrics(self):
