@@ -27,7 +27,7 @@ from .core import Tensor, no_grad
 from .data import get_dataset
 from .functions.loss import softmax_cross_entropy
 from .models import build_model
-from .monitor import mean_firing_rate
+from .monitor import FiringRates
 from .optim import SGD, Adam, CosineSchedule
 
 DEFAULTS = {
@@ -159,7 +159,7 @@ class Trainer:
                    disable=not cfg["progress"], leave=False, dynamic_ncols=True)
         seen, loss_sum, correct, rate_sum, start = 0, 0.0, 0, 0.0, time.perf_counter()
         self.model.train()
-        with bar:
+        with bar, FiringRates(self.model) as rates:
             for images, labels in self.train_loader.batches(self.epoch, start=self.step):
                 self.mid_step = True
                 x, y = model_input(images, xp), xp.asarray(labels)
@@ -183,7 +183,7 @@ class Trainer:
                 seen += n
                 loss_sum += loss_value * n
                 correct += int((logits.data.argmax(axis=1) == y).sum())
-                rate_sum += mean_firing_rate(self.model) * n
+                rate_sum += float(rates.mean()) * n
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                                 rate=f"{rate_sum / seen:.3f}", img_s=f"{seen / elapsed:.0f}")

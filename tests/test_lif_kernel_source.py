@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from minisnn import Tensor
-from minisnn.functions import neuron
+from minisnn.fast import neuron
 from minisnn.functions.neuron import LIF
 from minisnn.functions.surrogate import SURROGATES, get_surrogate
 

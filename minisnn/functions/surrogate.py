@@ -32,6 +32,7 @@ input's float type). Custom surrogates subclass ``Surrogate`` and implement ``gr
 import math
 
 from ..backend import get_array_module
+from ..paper import SURROGATE_WIDTH
 
 
 def _positive(name, value):
@@ -68,7 +69,7 @@ class Surrogate:
 class Rectangular(Surrogate):
     """h'(v) = (1/a) * 1{|v| < a/2}: a box of width a and height 1/a (the paper's choice, a = 1)."""
 
-    def __init__(self, a=1.0):
+    def __init__(self, a=SURROGATE_WIDTH):
         self.a = _positive("a", a)
 
     def grad(self, v):

@@ -12,26 +12,24 @@ ResNet-19 (CIFAR-10): conv3x3 128 + tdBN + LIF; BasicBlocks 3x128, 3x256 (stride
 global average pooling; FC 256 + LIF; FC 10. Input images are presented unchanged at every timestep
 (direct encoding); the output is the mean over T of the last layer.
 """
-import math
-
 import numpy as np
 
 from ..core import Tensor
-from ..functions.basic import broadcast_to, mean
+from ..functions.basic import mean, repeat_over_time
 from ..nn import LIF, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
-
-RESIDUAL_ALPHA = 1 / math.sqrt(2)
+from ..paper import RESIDUAL_ALPHA, V_TH
 
 
 def v_th_of(neuron):
-    """The firing threshold the LIF layers will use: tdBN scales its output by this V_th."""
-    return neuron.get("v_th", LIF().v_th)
+    """The firing threshold the LIF layers built from the settings ``neuron`` will use (tdBN scales its
+    output by it): ``neuron["v_th"]``, else the paper's V_TH."""
+    return neuron.get("v_th", V_TH)
 
 
 class ConvBN(Module):
     """conv (no bias: tdBN's beta is the bias) followed by tdBN with the given alpha."""
 
-    def __init__(self, cin, cout, kernel, stride=1, alpha=1.0, v_th=0.5, seed=None):
+    def __init__(self, cin, cout, kernel, stride=1, alpha=1.0, v_th=V_TH, seed=None):
         super().__init__()
         self.conv = Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False, seed=seed)
         self.bn = TdBN(cout, alpha=alpha, v_th=v_th)
@@ -118,11 +116,11 @@ class SpikingResNet(Module):
             x = Tensor(x)
         if x.ndim == 4:
             # Direct encoding: conv and tdBN of a repeated image are the same at every t (tdBN's
-            # statistics over T copies equal those over one), so compute them once and repeat the
-            # result T times; broadcast_to's backward sums the T gradients back.
+            # statistics over T copies equal those over one), so compute them on one timestep and
+            # repeat the result T times; the repeat's backward sums the T gradients back.
             conv_bn, lif = self.stem[0], self.stem[1]
-            h = conv_bn(x.reshape((1,) + x.shape))
-            h = lif(broadcast_to(h, (self.T,) + h.shape[1:]))
+            h = conv_bn(repeat_over_time(x, 1))
+            h = lif(repeat_over_time(h.reshape(h.shape[1:]), self.T))
         elif x.ndim == 5:
             h = self.stem(x)
         else:
