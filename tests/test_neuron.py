@@ -6,10 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn import nn
-from minisnn.backend import DeviceError, xp_for
 from minisnn.core import Function, Tensor, no_grad
 from minisnn.fast import reference_only
-from minisnn.fast.neuron import FusedLIF
 from minisnn.functions import basic
 from minisnn.functions.neuron import LIF, lif
 from minisnn.functions.surrogate import get_surrogate
@@ -197,40 +195,3 @@ def test_module_gradient_flows_and_rejects_bad_settings():
         nn.LIF(tau_decay=-0.1)
     with pytest.raises(ValueError, match="unknown surrogate"):
         nn.LIF(surrogate="step")
-
-
-# ---------------------------------------------------------------------------------- GPU path
-def _cupy_or_skip():
-    try:
-        return xp_for("cuda")
-    except DeviceError as err:
-        pytest.skip(f"no usable GPU: {err}")
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("detach_reset", [False, True])
-@pytest.mark.parametrize("name", HEAVISIDE)
-def test_fused_cupy_kernels_match_numpy_path(name, detach_reset, dtype):
-    cp = _cupy_or_skip()
-    rng = np.random.default_rng(3)
-    x = rng.normal(0.4, 0.6, size=(6, 7, 3, 5)).astype(dtype)
-    weight = rng.standard_normal(x.shape).astype(dtype)
-    surrogate = get_surrogate(name)
-    results = []
-    for to, version in ((np.asarray, LIF), (cp.asarray, FusedLIF)):
-        t = Tensor(to(x), requires_grad=True)
-        fn = version(0.5, 0.3, surrogate, detach_reset)
-        y = fn(t)
-        saved = fn.u, fn.o
-        if version is FusedLIF:  # checked before backward, which releases what forward saved
-            assert fn.fused, "CuPy input with a named Heaviside surrogate should take the fused kernels"
-        y.backward(to(weight))
-        results.append([np.asarray(a if isinstance(a, np.ndarray) else a.get())
-                        for a in (y.data, *saved, t.grad)])
-    (y0, u0, o0, g0), (y1, u1, o1, g1) = results
-    assert y1.dtype == dtype and o1.dtype == np.uint8
-    np.testing.assert_array_equal(y1, y0)
-    np.testing.assert_array_equal(o1, o0)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(u1, u0, rtol=tol, atol=tol)
-    np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol)

@@ -1,6 +1,7 @@
 """The fast Conv2d: the same equations as ``functions/conv.py``, arranged for speed.
 
-Three changes, each measured in benchmarks/RESULTS.md:
+``ChunkedConv2d`` runs on the CPU (and is what CuPy would get without ``CUDAConv2d``); ``CUDAConv2d``
+runs on the GPU. On the CPU three changes, each measured in benchmarks/RESULTS.md:
 
 * **Batch chunks across the CPU cores.** The batch is split into chunks of about CHUNK_BYTES of
   im2col columns each, at least one per core (``parallel.map_chunks``); every chunk builds its own
@@ -17,11 +18,20 @@ Three changes, each measured in benchmarks/RESULTS.md:
 
   im2col's plain copies are 20-45 % faster than col2im's kh*kw scattered additions. Strided
   convolutions (and padding >= kernel) keep col2im.
+
+On the GPU (``CUDAConv2d``) im2col and col2im are one kernel each instead of a slice copy per kernel
+offset (kh*kw launches): each column entry, or each input pixel, is one thread doing the index
+arithmetic of the reference. col2im gathers -- every pixel adds up, in the reference's (p, q) order,
+the column entries that were read from it -- so no two threads write to one address, and the result
+is bit for bit the reference's. The batch is cut into chunks whose columns fit
+``parallel.gpu_chunk_bytes`` of device memory.
 """
+import functools
+
 from ..backend import get_array_module
 from ..functions.conv import Conv2d, _check_4d, _check_conv_inputs, _geometry, as_pair
 from . import register
-from .parallel import map_chunks
+from .parallel import gpu_chunks, map_chunks
 
 
 def _tap_range(offset, pad, stride, size, out_size):
@@ -144,4 +154,103 @@ class ChunkedConv2d(Conv2d):
         return gx, gW, gb
 
 
-register(Conv2d, cpu=ChunkedConv2d, cuda=ChunkedConv2d)
+# ------------------------------------------------------------------------------ CUDA kernels
+# cols[(c, p, q), (n, r, s)] = x_pad[n, c, r*sh + p, s*sw + q]: one thread per column entry (functions.conv.im2col)
+_IM2COL_SOURCE = """
+const ptrdiff_t columns = (ptrdiff_t)B * Ho * Wo;
+const ptrdiff_t row = i / columns, column = i % columns;
+const int q = row % kw, p = (row / kw) % kh, c = row / ((ptrdiff_t)kw * kh);
+const int s = column % Wo, r = (column / Wo) % Ho, n = column / ((ptrdiff_t)Wo * Ho);
+const int h = r * sh + p - ph, w = s * sw + q - pw;                   // the unpadded pixel read
+cols = (0 <= h && h < H && 0 <= w && w < W) ? x[(((ptrdiff_t)n * C + c) * H + h) * W + w] : (F)0;
+"""
+
+# gx[n, c, h, w] = sum over (p, q) in order of cols[(c, p, q), (n, r, s)] with r*sh + p - ph = h and
+# s*sw + q - pw = w: one thread per input pixel (functions.conv.col2im)
+_COL2IM_SOURCE = """
+const int w = i % W, h = (i / W) % H;
+const int c = (i / ((ptrdiff_t)W * H)) % C, n = i / ((ptrdiff_t)W * H * C);
+const ptrdiff_t columns = (ptrdiff_t)B * Ho * Wo;
+F total = 0;
+for (int p = 0; p < kh; ++p) {
+    const int hp = h + ph - p;                                          // = r * sh for the output row r
+    if (hp < 0 || hp % sh != 0 || hp / sh >= Ho) continue;
+    for (int q = 0; q < kw; ++q) {
+        const int wq = w + pw - q;                                      // = s * sw for the output column s
+        if (wq < 0 || wq % sw != 0 || wq / sw >= Wo) continue;
+        total += cols[(((ptrdiff_t)c * kh + p) * kw + q) * columns + ((ptrdiff_t)n * Ho + hp / sh) * Wo + wq / sw];
+    }
+}
+gx = total;
+"""
+_GEOMETRY = "int32 B, int32 C, int32 H, int32 W, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, " \
+            "int32 Ho, int32 Wo"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(cp, which):
+    if which == "im2col":
+        return cp.ElementwiseKernel(f"raw F x, {_GEOMETRY}", "F cols", _IM2COL_SOURCE, "minisnn_im2col")
+    return cp.ElementwiseKernel(f"raw F cols, {_GEOMETRY}", "F gx", _COL2IM_SOURCE, "minisnn_col2im")
+
+
+def im2col_cuda(x, kh, kw, stride, padding):
+    """``functions.conv.im2col`` as one CUDA kernel: [B, C, H, W] -> [C*kh*kw, B*Ho*Wo]."""
+    cp = get_array_module(x)
+    (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x.shape, kh, kw, stride, padding)
+    B, C, H, W = x.shape
+    cols = cp.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
+    _kernel(cp, "im2col")(cp.ascontiguousarray(x), B, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
+    return cols
+
+
+def col2im_cuda(cols, x_shape, kh, kw, stride, padding, out):
+    """``functions.conv.col2im`` as one CUDA kernel, written into ``out`` [B, C, H, W] (C-contiguous)."""
+    cp = get_array_module(cols)
+    (sh, sw), (ph, pw), (Ho, Wo) = _geometry(x_shape, kh, kw, stride, padding)
+    B, C, H, W = x_shape
+    _kernel(cp, "col2im")(cp.ascontiguousarray(cols), B, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out)
+    return out
+
+
+class CUDAConv2d(Conv2d):
+    """``Conv2d`` on the GPU: im2col and col2im as one kernel each, the batch in chunks that fit memory."""
+
+    def forward(self, x, W, b=None):
+        cp = get_array_module(x)
+        _check_conv_inputs(x, W, b)
+        Cout, _, kh, kw = W.shape
+        _, _, (Ho, Wo) = _geometry(x.shape, kh, kw, self.stride, self.padding)
+        self.x, self.W = x, W
+        W_matrix = W.reshape(Cout, -1)
+        y = cp.empty((x.shape[0], Cout, Ho, Wo), dtype=x.dtype)
+        for rows in gpu_chunks(x.shape[0], ChunkedConv2d._cols_bytes(x, W, Ho, Wo), cp):
+            Y = W_matrix @ im2col_cuda(x[rows], kh, kw, self.stride, self.padding)     # [Cout, b*Ho*Wo]
+            if b is not None:
+                Y += b[:, None]
+            y[rows] = Y.reshape(Cout, -1, Ho, Wo).transpose(1, 0, 2, 3)
+        return y
+
+    def backward(self, gy):
+        cp = get_array_module(gy)
+        x, W = self.x, self.W
+        Cout, _, kh, kw = W.shape
+        W_matrix = W.reshape(Cout, -1)
+        need_gx, need_gW = self.needs_input_grad[:2]
+        gx = cp.empty_like(x) if need_gx else None
+        gW = None
+        for rows in gpu_chunks(x.shape[0], ChunkedConv2d._cols_bytes(x, W, *gy.shape[2:]), cp):
+            gY = gy[rows].transpose(1, 0, 2, 3).reshape(Cout, -1)                       # [Cout, b*Ho*Wo]
+            if need_gx:
+                col2im_cuda(W_matrix.T @ gY, x[rows].shape, kh, kw, self.stride, self.padding, out=gx[rows])
+            if need_gW:
+                part = gY @ im2col_cuda(x[rows], kh, kw, self.stride, self.padding).T
+                gW = part if gW is None else cp.add(gW, part, out=gW)
+        gW = gW.reshape(W.shape) if need_gW else None
+        if len(self.needs_input_grad) == 2:
+            return gx, gW
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+        return gx, gW, gb
+
+
+register(Conv2d, cpu=ChunkedConv2d, cuda=CUDAConv2d)
