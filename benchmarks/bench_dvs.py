@@ -3,16 +3,18 @@
     python benchmarks/bench_dvs.py [--events 200000] [--runs 5] [--repeats 7] [--T 10] [--size 48]
 
 Writes one AEDAT 2.0 file to a temporary folder (uniform pixels and polarities, sorted timestamps over
-1.3 s, about the length of a CIFAR10-DVS recording) and times, in ``--runs`` rounds that take turns:
+1.3 s, about the length of a CIFAR10-DVS recording) and times, in each of ``--runs`` rounds:
 
-* ``read_aedat`` (file to events) and, where SpikingJelly imports, its reader ``_load_origin_data``;
-* frames at 128 x 128 under the "spikingjelly" split rule and SpikingJelly's
-  ``integrate_events_by_fixed_frames_number``, for both split modes (the same frames; see the tests);
-* minisnn's frames at ``--size`` (sum and bilinear), and a ``cached_frames`` miss and hit.
+* side by side with SpikingJelly where it imports (calls taking turns, minisnn first): ``read_aedat``
+  against SpikingJelly's reader ``_load_origin_data``, and frames at 128 x 128 under the "spikingjelly"
+  split rule against SpikingJelly's ``integrate_events_by_fixed_frames_number`` (the same frames; see
+  the tests), for both split modes;
+* minisnn alone: frames at ``--size`` (sum and bilinear, both split modes), a ``cached_frames`` miss
+  (read + frames + compressed atomic write) and hit.
 
-Each figure of a round is the median of ``--repeats`` calls; the JSON line printed gives every round's
-figure, their median, and the median over rounds of SpikingJelly's time divided by minisnn's (the ratio
-of two figures measured side by side, which a shared machine disturbs less than either figure).
+A round's figure is the median of ``--repeats`` calls. The JSON line printed gives every round's figure,
+the median over rounds, and for each pair the median over rounds of SpikingJelly's time divided by
+minisnn's: a ratio of figures measured in turns, which a shared machine disturbs less than either one.
 """
 import argparse
 import json
@@ -28,13 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from minisnn.data.cifar10_dvs import cached_frames, events_to_frames, read_aedat, write_aedat
 
 
-def median_ms(fn, repeats):
-    times = []
+def median_ms(*fns, repeats):
+    """Median milliseconds of each of ``fns`` over ``repeats`` calls, the functions taking turns."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [float(np.median(spent)) * 1e3 for spent in times]
 
 
 def spikingjelly():
@@ -71,27 +75,33 @@ def main():
             cache.unlink(missing_ok=True)
             cached_frames(path, cache, T, "number", size)
 
-        tasks = {"read_aedat": lambda: read_aedat(path)}
+        ours = {"read": lambda: read_aedat(path)}  # timed in turns with ``theirs`` of the same label
         for split_by in ("number", "time"):
-            tasks[f"frames_{split_by}_128px_spikingjelly_rule"] = (
-                lambda s=split_by: events_to_frames(*recording, T, s, 128, "spikingjelly"))
+            ours[f"frames_{split_by}_128px"] = lambda s=split_by: events_to_frames(*recording, T, s, 128,
+                                                                                  "spikingjelly")
+        theirs = {}
         if sj:
             load_origin_data, integrate = sj
             sj_events = load_origin_data(path)
-            tasks["sj_read"] = lambda: load_origin_data(path)
+            theirs["read"] = lambda: load_origin_data(path)
             for split_by in ("number", "time"):
-                tasks[f"sj_frames_{split_by}_128px"] = lambda s=split_by: integrate(sj_events, s, T, 128, 128)
+                theirs[f"frames_{split_by}_128px"] = lambda s=split_by: integrate(sj_events, s, T, 128, 128)
+        alone = {}
         for split_by in ("number", "time"):
             for resize in ("sum", "bilinear"):
-                tasks[f"frames_{split_by}_{size}px_{resize}"] = (
+                alone[f"frames_{split_by}_{size}px_{resize}"] = (
                     lambda s=split_by, r=resize: events_to_frames(*recording, T, s, size, resize=r))
-        tasks["cache_miss"] = miss
-        tasks["cache_hit"] = lambda: cached_frames(path, cache, T, "number", size)
+        alone["cache_miss"] = miss
+        alone["cache_hit"] = lambda: cached_frames(path, cache, T, "number", size)
 
-        rounds = {name: [] for name in tasks}
+        rounds = {}
         for _ in range(args.runs):
-            for name, fn in tasks.items():
-                rounds[name].append(median_ms(fn, args.repeats))
+            for label, fn in ours.items():
+                figures = median_ms(fn, *[theirs[label]] if sj else [], repeats=args.repeats)
+                for who, ms in zip(("minisnn", "sj"), figures):
+                    rounds.setdefault(f"{label}_{who}", []).append(ms)
+            for label, fn in alone.items():
+                rounds.setdefault(label, []).extend(median_ms(fn, repeats=args.repeats))
         file_bytes = path.stat().st_size
 
     result = {"bench": "cifar10_dvs", "events": n, "T": T, "size": size, "file_bytes": file_bytes,
@@ -99,14 +109,10 @@ def main():
     for name, ms in rounds.items():
         result[f"{name}_ms"] = round(float(np.median(ms)), 3)
         result[f"{name}_ms_runs"] = [round(m, 3) for m in ms]
-    if sj:
-        pairs = {"read": ("sj_read", "read_aedat")}
-        pairs.update({f"frames_{s}": (f"sj_frames_{s}_128px", f"frames_{s}_128px_spikingjelly_rule")
-                      for s in ("number", "time")})
-        for label, (theirs, ours) in pairs.items():
-            ratios = np.array(rounds[theirs]) / np.array(rounds[ours])
-            result[f"sj_over_minisnn_{label}"] = round(float(np.median(ratios)), 2)
-            result[f"sj_over_minisnn_{label}_runs"] = [round(r, 2) for r in ratios]
+    for label in theirs:
+        ratios = np.array(rounds[f"{label}_sj"]) / np.array(rounds[f"{label}_minisnn"])
+        result[f"{label}_sj_over_minisnn"] = round(float(np.median(ratios)), 2)
+        result[f"{label}_sj_over_minisnn_runs"] = [round(r, 2) for r in ratios]
     result.update({"numpy": np.__version__, "python": platform.python_version(),
                    "machine": platform.processor() or platform.machine()})
     print(json.dumps(result))

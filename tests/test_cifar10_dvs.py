@@ -350,6 +350,9 @@ def test_spikingjelly_rule_gives_spikingjelly_frames(tmp_path, split_by):
     ours = dvs.events_to_frames(*recording[:4], 10, split_by, 128, "spikingjelly")
     np.testing.assert_array_equal(ours, their_frames)
     assert not np.array_equal(dvs.events_to_frames(*recording[:4], 10, split_by, 128, "even"), their_frames)
+    pool = (np.arange(128) * 48 // 128 == np.arange(48)[:, None]).astype(np.float64)  # sum pooling to 48 x 48
+    np.testing.assert_array_equal(dvs.events_to_frames(*recording[:4], 10, split_by, 48, "spikingjelly"),
+                                  pool @ their_frames @ pool.T)
     resized = torch.nn.functional.interpolate(torch.from_numpy(their_frames), size=(48, 48), mode="bilinear",
                                               antialias=True).numpy()  # SpikingJelly's frames resized to 48 x 48
     ours = dvs.events_to_frames(*recording[:4], 10, split_by, 48, "spikingjelly", "bilinear")

@@ -171,11 +171,18 @@ def read_aedat(path):
     skipped = int(address.size - np.count_nonzero(pixel))
     if skipped:
         address, t = address[pixel], t[pixel]
-    address = address.view(np.int32)  # bit 31 is clear now: the same values, as signed ints
-    x = (SENSOR_SIZE - 1) - ((address >> 8) & 0x7F)
-    y = (SENSOR_SIZE - 1) - ((address >> 1) & 0x7F)
-    p = 1 - (address & 1)
+    inverted = np.invert(address, out=address).view(np.int32)  # 127 - v = v XOR 127 for 7 bits, 1 - b = b XOR 1
+    x = _bit_field(inverted, 8, 0x7F)  # 127 - bits 8..14
+    y = _bit_field(inverted, 1, 0x7F)  # 127 - bits 1..7
+    p = _bit_field(inverted, 0, 1)     # 1 - bit 0
     return Recording(t, x, y, p, skipped)
+
+
+def _bit_field(words, shift, mask):
+    """(words >> shift) & mask, in one new array."""
+    field = words >> shift
+    field &= mask
+    return field
 
 
 def _as_events(t, x, y, p, where):
@@ -212,34 +219,41 @@ def write_aedat(path, t, x, y, p):
 def monotonic_timestamps(t):
     """Recorded timestamps (stream order) unwrapped past 2**32 and made non-decreasing: int64 us.
 
-    u[0] = t[0]; u[i] = u[i-1]' + step, where step = t[i] - t[i-1] taken modulo 2**32 into -2**31..2**31-1
-    and u' is the raw running sum; then each u[i] is lifted to max(u[0..i]) (see the module docstring).
+    The step from t[i-1] to t[i] is their difference in 32-bit arithmetic read as a signed 32-bit int
+    (the difference modulo 2**32 in -2**31..2**31-1); u = t[0] + the running sum of the steps, and then
+    each u[i] is lifted to max(u[0..i]) (see the module docstring).
     """
-    t = np.asarray(t).astype(np.int64)
+    t = np.asarray(t)
+    if t.size and t.dtype.kind not in "iu":
+        raise TypeError(f"monotonic_timestamps: timestamps must be integers (us), got {t.dtype}")
     if t.size == 0:
-        return t
-    half = TIMESTAMP_PERIOD // 2
-    steps = (np.diff(t) + half) % TIMESTAMP_PERIOD - half
-    unwrapped = np.concatenate(([t[0]], t[0] + np.cumsum(steps)))
-    return np.maximum.accumulate(unwrapped)
+        return t.astype(np.int64)
+    steps = np.diff(t.astype(np.uint32)).view(np.int32)  # wraps modulo 2**32 by itself
+    unwrapped = np.cumsum(np.concatenate(([np.int64(t[0])], steps)))
+    return np.maximum.accumulate(unwrapped, out=unwrapped)
 
 
-def _slice_index(t, T, split_by, split_rule):
-    """The slice 0..T-1 of every event of a recording (t in stream order), by the rules of the module docstring."""
-    n = len(t)
+def _slice_starts(t, T, split_by, split_rule):
+    """The index of the first event of slices 1..T-1 (events in stream order, so every slice is a run).
+
+    The rules of the module docstring as run boundaries: event i is in slice k when
+    starts[k - 1] <= i < starts[k], with starts[-1] = 0 and starts[T - 1] = N.
+    """
+    n, k = len(t), np.arange(1, T)
     if split_by == "number":
         if split_rule == "even":
-            return np.repeat(np.arange(T), n // T + (np.arange(T) < n % T))  # np.array_split sizes
-        run = n // T
-        return np.minimum(np.arange(n) // run, T - 1) if run else np.full(n, T - 1)
+            return k * (n // T) + np.minimum(k, n % T)  # the first N mod T runs one event longer
+        return k * (n // T)  # the last run takes what is left
+    if n == 0:
+        return np.zeros(T - 1, dtype=np.int64)
     elapsed = monotonic_timestamps(t)
-    if n:
-        elapsed -= elapsed[0]
-    duration = int(elapsed[-1]) if n else 0
+    elapsed -= elapsed[0]
+    duration = int(elapsed[-1])
     if split_rule == "even":
-        return elapsed * T // (duration + 1)
-    window = duration // T
-    return np.minimum(elapsed // window, T - 1) if window else np.full(n, T - 1)
+        first_time = -(-k * (duration + 1) // T)  # the least e with k (D + 1) <= e T
+    else:
+        first_time = k * (duration // T)
+    return np.searchsorted(elapsed, first_time, side="left")
 
 
 def bilinear_weights(size, in_size=SENSOR_SIZE):
@@ -281,11 +295,13 @@ def events_to_frames(t, x, y, p, T, split_by="number", size=48, split_rule="even
                    or p.max() > 1):
         raise ValueError(f"events_to_frames: need 0 <= x, y < {SENSOR_SIZE} and p in {{0, 1}}, got x "
                          f"{x.min()}..{x.max()}, y {y.min()}..{y.max()}, p {p.min()}..{p.max()}")
-    k = _slice_index(t, T, split_by, split_rule)
-    x, y, p = (a.astype(np.int32, copy=False) for a in (x, y, p))
+    x, y, p = (a.astype(np.int32, copy=False) for a in (x, y, p))  # indices, not masks, even if bool
+    run_lengths = np.diff(_slice_starts(t, T, split_by, split_rule), prepend=0, append=t.size)
+    k = np.repeat(np.arange(T, dtype=np.int32), run_lengths)
     cells = size if resize == "sum" else SENSOR_SIZE  # sum pooling counts straight into the size x size cells
-    cell = ((k * 2 + p) * cells + y * cells // SENSOR_SIZE) * cells + x * cells // SENSOR_SIZE
-    counts = np.bincount(cell, minlength=T * 2 * cells * cells).reshape(T, 2, cells, cells).astype(np.float64)
+    cell_of = np.arange(SENSOR_SIZE, dtype=np.int32) * cells // SENSOR_SIZE  # the cell of each sensor row/column
+    cell = ((k * 2 + p) * cells + cell_of[y]) * cells + cell_of[x]
+    counts = np.bincount(cell, minlength=T * 2 * cells * cells).reshape(T, 2, cells, cells)
     if resize == "bilinear":
         weights = bilinear_weights(size)
         counts = weights @ counts @ weights.T
