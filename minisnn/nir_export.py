@@ -41,10 +41,11 @@ written into the graph's metadata (which NIR says no reader may rely on). A neur
 1x1 convolution carrying the gain. The spikes are the same up to float rounding of the scaled
 weights. For readers that ignore r (Norse); snnTorch's importer reads the default ("r") exactly.
 
-Spike rule: NIR fires on v > v_threshold, minisnn on u >= V_th (``functions/surrogate.py``). On
-float32 membranes the two agree when v_threshold is the largest float32 below V_th, which is what is
-written (``nir_threshold``); ``from_nir`` reads V_th back as the smallest float32 above v_threshold
-(``minisnn_threshold``), which gives V_th exactly when V_th is a float32 number (0.5, 0.25, 1, ...).
+Spike rule: NIR fires on v > v_threshold, minisnn on u >= V_th (``functions/neuron.py``). On float32
+membranes the two agree when v_threshold is the largest float32 below V_th, which is what is written
+(``nir_threshold``); ``from_nir`` reads V_th back as the smallest float32 above v_threshold
+(``minisnn_threshold``), which gives V_th exactly when V_th is a float32 number (0.5, 0.25, 1, ...), and
+otherwise V_th rounded to float32, with the same spikes on float32 membranes.
 
 Runtime behaviour that is not part of the graph (recorded in the metadata): direct encoding -- the
 static image is the input current at every one of the T timesteps -- and the readout, the mean over T
@@ -94,19 +95,15 @@ def import_nir():
 
 
 def nir_threshold(v_th):
-    """The largest float32 below ``v_th``: on float32 membranes, v > it exactly when v >= v_th."""
-    up = np.float32(v_th)
-    if up < v_th:  # float32(v_th) rounded down: the smallest float32 >= v_th is the next one up
-        up = np.nextafter(up, np.float32(np.inf))
-    return float(np.nextafter(up, np.float32(-np.inf)))
+    """The largest float32 below V_th: on float32 membranes, v > it exactly when v >= V_th, the way
+    minisnn's LIF compares them (V_th taken as a float32, as NumPy does for a float32 array)."""
+    return float(np.nextafter(np.float32(v_th), np.float32(-np.inf)))
 
 
 def minisnn_threshold(v_threshold):
-    """The smallest float32 above ``v_threshold``: on float32 membranes, u >= it exactly when u > v_threshold."""
-    down = np.float32(v_threshold)
-    if down <= v_threshold:
-        down = np.nextafter(down, np.float32(np.inf))
-    return float(down)
+    """The smallest float32 above ``v_threshold`` (taken as a float32, as float32 simulators hold it):
+    on float32 membranes, u >= it exactly when u > v_threshold. Undoes ``nir_threshold`` for a float32 V_th."""
+    return float(np.nextafter(np.float32(v_threshold), np.float32(np.inf)))
 
 
 def lif_to_nir_parameters(tau_decay, v_th, dt=DEFAULT_DT, input_gain="r"):

@@ -167,10 +167,15 @@ def test_threshold_makes_the_strict_rule_fire_at_v_th_and_reads_back():
 
 
 @given(v_th=st.floats(1e-3, 10), u=st.floats(-10, 10, width=32))
-def test_strict_rule_on_the_written_threshold_is_minisnn_rule_on_float32(v_th, u):
-    u = np.float32(u)
-    assert (u > np.float32(nir_threshold(v_th))) == (u >= v_th)
-    assert (u >= minisnn_threshold(nir_threshold(v_th))) == (u >= v_th)
+def test_strict_rule_on_the_written_threshold_fires_like_minisnn_on_float32(v_th, u):
+    """minisnn's LIF at t = 0 (u = x) against NIR's rule v > v_threshold as a float32 simulator runs it,
+    on the threshold the file holds; and the LIF that ``from_nir`` builds from that threshold."""
+    x = Tensor(np.full((1, 1), u, dtype=np.float32))
+    t = nir_threshold(v_th)
+    with no_grad():
+        fired = LIF(v_th=v_th)(x).data.item() == 1
+        assert fired == bool(np.float32(u) > np.float32(t))
+        assert fired == (LIF(v_th=minisnn_threshold(t))(x).data.item() == 1)
     v32 = float(np.float32(v_th))
     assert minisnn_threshold(nir_threshold(v32)) == v32  # a float32 V_th comes back exactly
 
