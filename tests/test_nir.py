@@ -1,5 +1,6 @@
 """NIR export and import: the graph's nodes and LIF mapping, a file round trip that gives the same spikes,
 and (where snnTorch or Norse is installed) the same file run unchanged in those libraries."""
+import importlib.util
 import sys
 import warnings
 
@@ -305,7 +306,14 @@ def test_cli_export_without_nir_says_how_to_install(tmp_path, capsys, monkeypatc
 
 
 # ------------------------------------------------------------------ other libraries running the file
-INTEROP = "pip install -e '.[interop]'"
+def missing(*packages):
+    """skipif mark for tests needing ``packages``, decided before any fixture trains a net."""
+    absent = [name for name in packages if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(bool(absent), reason=f"{' and '.join(absent)} not installed: pip install -e "
+                                                   "'.[interop]' (with the torch you have pinned)")
+
+
+needs_snntorch, needs_norse = missing("torch", "snntorch"), missing("torch", "norse")
 
 
 def train_briefly(model, data, steps, seed=0):
@@ -369,10 +377,10 @@ def assert_same_run(model, x, out, spikes):
         assert 0 < ref.spikes[name].mean() < 1, name  # a layer that fires, and not everywhere
 
 
+@needs_snntorch
 @pytest.mark.parametrize("kind", ["resnet", "plain"])
 def test_snntorch_runs_the_file_with_identical_spikes(digits_nets, kind, tmp_path):
     """The 360 digits test images as one batch through snnTorch's import of the file."""
-    pytest.importorskip("snntorch", reason=f"snnTorch (and torch) are not installed: {INTEROP}")
     import snntorch
     from snntorch.import_nir import import_from_nir
     data, nets = digits_nets
@@ -383,9 +391,9 @@ def test_snntorch_runs_the_file_with_identical_spikes(digits_nets, kind, tmp_pat
     assert_same_run(nets[kind], data.test_x, out, spikes)
 
 
+@needs_snntorch
 def test_snntorch_fires_at_exactly_v_th(tmp_path):
     """A membrane of exactly V_th fires in minisnn; snnTorch's strict rule must fire on the file too."""
-    pytest.importorskip("snntorch", reason=f"snnTorch (and torch) are not installed: {INTEROP}")
     import snntorch
     from snntorch.import_nir import import_from_nir
     model = Sequential(Conv2d(2, 2, 1, bias=True), LIF(v_th=0.5))
@@ -399,9 +407,9 @@ def test_snntorch_fires_at_exactly_v_th(tmp_path):
     assert spikes["1"].ravel().tolist() == [1.0, 0.0]
 
 
+@needs_norse
 def test_norse_runs_the_plain_net_file_with_identical_spikes(digits_nets, tmp_path):
     """Norse ignores r, so the file carries the gain in the weights (r = 1); Norse's dt is passed."""
-    pytest.importorskip("norse", reason=f"Norse (and torch) are not installed: {INTEROP}")
     import norse.torch
     from norse.torch.module.lif_box import LIFBoxCell
     data, nets = digits_nets
