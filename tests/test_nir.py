@@ -414,8 +414,8 @@ def test_norse_runs_the_plain_net_file_with_identical_spikes(digits_nets, tmp_pa
     from norse.torch.module.lif_box import LIFBoxCell
     data, nets = digits_nets
     export_nir(nets["plain"], (1, 8, 8), tmp_path / "net.nir", input_gain="weights")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Norse builds it with nirtorch's older loader
+    with warnings.catch_warnings():  # Norse's own: nirtorch's older loader, torch.jit.script
+        warnings.simplefilter("ignore", DeprecationWarning)
         net = norse.torch.from_nir(nir.read(tmp_path / "net.nir"), dt=DT)
-    out, spikes = run_in_torch(net, LIFBoxCell, data.test_x, nets["plain"].T, stateful=True)
+        out, spikes = run_in_torch(net, LIFBoxCell, data.test_x, nets["plain"].T, stateful=True)
     assert_same_run(nets["plain"], data.test_x, out, spikes)
