@@ -410,12 +410,12 @@ def test_snntorch_fires_at_exactly_v_th(tmp_path):
 @needs_norse
 def test_norse_runs_the_plain_net_file_with_identical_spikes(digits_nets, tmp_path):
     """Norse ignores r, so the file carries the gain in the weights (r = 1); Norse's dt is passed."""
-    import norse.torch
-    from norse.torch.module.lif_box import LIFBoxCell
     data, nets = digits_nets
     export_nir(nets["plain"], (1, 8, 8), tmp_path / "net.nir", input_gain="weights")
-    with warnings.catch_warnings():  # Norse's own: nirtorch's older loader, torch.jit.script
+    with warnings.catch_warnings():  # Norse's own: torch.jit.script at import, nirtorch's older loader
         warnings.simplefilter("ignore", DeprecationWarning)
+        import norse.torch
+        from norse.torch.module.lif_box import LIFBoxCell
         net = norse.torch.from_nir(nir.read(tmp_path / "net.nir"), dt=DT)
         out, spikes = run_in_torch(net, LIFBoxCell, data.test_x, nets["plain"].T, stateful=True)
     assert_same_run(nets["plain"], data.test_x, out, spikes)
