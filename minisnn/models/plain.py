@@ -54,3 +54,8 @@ class PlainSpikingNet(Module):
         if x.ndim == 4:
             x = repeat_over_time(x, self.T)
         return mean(self.fc(self.pool(self.features(x))), axis=0)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them to the sequence [T, N, ...]; the direct
+        encoding before them and the mean over T after them are not layers."""
+        return [("features", self.features), ("pool", self.pool), ("fc", self.fc)]

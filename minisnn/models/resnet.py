@@ -26,6 +26,15 @@ def v_th_of(neuron):
     return neuron.get("v_th", V_TH)
 
 
+class Residual:
+    """A residual join in a ``forward_order``: the sum of its ``paths``, (name, module) pairs that all
+    receive the same input; a module of None is the identity. It has no layer of its own, so it
+    stands in a forward order under the name None."""
+
+    def __init__(self, *paths):
+        self.paths = paths
+
+
 class ConvBN(Module):
     """conv (no bias: tdBN's beta is the bias) followed by tdBN with the given alpha."""
 
@@ -36,6 +45,10 @@ class ConvBN(Module):
 
     def forward(self, x):
         return self.bn(self.conv(x))
+
+    def forward_order(self):
+        """(name, layer) in the order forward applies them."""
+        return [("conv", self.conv), ("bn", self.bn)]
 
 
 class BasicBlock(Module):
@@ -61,6 +74,11 @@ class BasicBlock(Module):
     def forward(self, x):
         skip = x if self.shortcut is None else self.shortcut(x)
         return self.lif(self.branch(x) + skip)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them: the residual sum branch(x) + shortcut(x)
+        (a shortcut of None is the identity), then the LIF."""
+        return [(None, Residual(("branch", self.branch), ("shortcut", self.shortcut))), ("lif", self.lif)]
 
 
 class Bottleneck(BasicBlock):
@@ -128,6 +146,11 @@ class SpikingResNet(Module):
         h = self.layers(h)
         h = self.head(self.pool(h))
         return mean(h, axis=0)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them to the sequence [T, N, ...]; the direct
+        encoding before them and the mean over T after them are not layers."""
+        return [("stem", self.stem), ("layers", self.layers), ("pool", self.pool), ("head", self.head)]
 
 
 def resnet19(num_classes=10, in_channels=3, T=2, **kwargs):
