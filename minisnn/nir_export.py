@@ -69,7 +69,7 @@ from .backend import as_numpy
 from .checkpoint import atomic_write, load_checkpoint
 from .core import as_tensor
 from .fold import fold_tdbn, forward_order
-from .functions.basic import broadcast_to, mean
+from .functions.basic import mean, repeat_over_time
 from .models.resnet import Residual
 from .nn import LIF, AvgPool2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, Module
 from .train import load_data, model_for
@@ -376,7 +376,7 @@ class NIRNetwork(Module):
         if x.ndim == rank + 1:
             if not self.T:
                 raise ValueError("NIRNetwork: static input [N, ...] needs T (from_nir(..., T=...))")
-            x = broadcast_to(x.reshape((1,) + x.shape), (self.T,) + x.shape)
+            x = repeat_over_time(x, self.T)
         if x.ndim != rank + 2 or tuple(x.shape[2:]) != self.input_shape:
             raise ValueError(f"NIRNetwork: expected input [N, {self.input_shape}] or [T, N, {self.input_shape}], "
                              f"got shape {x.shape}")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn.data import cifar10_dvs as dvs
-from minisnn.data.cifar10 import DatasetError
+from minisnn.data import DatasetError
 
 HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
 

@@ -162,7 +162,7 @@ def test_linear_followed_by_batch_norm_folds():
         np.testing.assert_array_equal(folded(Tensor(x)).data, model.eval()(Tensor(x)).data)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(cin=st.integers(1, 4), cout=st.integers(1, 5), kernel=st.sampled_from([1, 3]), stride=st.integers(1, 2),
        T=st.integers(1, 4), seed=st.integers(0, 2 ** 16))
 def test_fold_preserves_spikes_for_random_conv_geometry(cin, cout, kernel, stride, T, seed):

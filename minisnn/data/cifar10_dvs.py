@@ -94,10 +94,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write
-from .cifar10 import DatasetError
+from .cifar10 import CIFAR10_CLASSES
+from .errors import DatasetError
 from .transforms import random_crop, random_flip
 
-CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_DVS_CLASSES = CIFAR10_CLASSES  # the same ten classes, in the same order
 SENSOR_SIZE = 128
 AEDAT_MAGIC = b"#!AER-DAT"
 AEDAT_VERSION = b"2.0"

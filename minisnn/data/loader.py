@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10
+from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from .errors import DatasetError
 from .cifar10_dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs, shift_and_flip
 from .digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits
 from .transforms import crop_and_flip, normalize
