@@ -44,9 +44,11 @@ def cupy():
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as err:
-        raise DeviceError(f"CuPy is installed but no CUDA device is usable: {type(err).__name__}: {err}") from err
+        raise DeviceError(f"CuPy is installed but no CUDA device is usable: {type(err).__name__}: {err}. Check "
+                          "the NVIDIA driver with nvidia-smi (it must support the CUDA version of your CuPy "
+                          "package), or use --device cpu.") from err
     if count == 0:
-        raise DeviceError("CuPy is installed but this machine has no CUDA device.")
+        raise DeviceError("CuPy is installed but this machine has no CUDA device; use --device cpu.")
     return cp
 
 
