@@ -41,10 +41,9 @@ def lif_by_hand(x, v_th=0.5, tau_decay=0.25):
 def run_lif(x, **neuron):
     """Drive nn.LIF with currents x [T, N] and return (membrane, spikes) as NumPy arrays."""
     layer = LIF(**neuron)
-    layer.record = True
     with no_grad():
-        layer(Tensor(x))
-    return layer.last_membrane, layer.last_spikes
+        spikes = layer(Tensor(x)).data
+    return layer.membrane(x), spikes
 
 
 def main():

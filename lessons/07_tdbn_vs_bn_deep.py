@@ -63,10 +63,12 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from _common import FAST, Timer, plt, save_figure, section, title
-from minisnn import Tensor, no_grad, parallel
+from minisnn import Tensor, no_grad
+from minisnn.fast import parallel
 from minisnn.data import get_dataset
 from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import PlainSpikingNet
+from minisnn.monitor import FiringRates
 from minisnn.nn import LIF, Conv2d
 from minisnn.optim import SGD, Adam
 from minisnn.experiment import limit
@@ -96,19 +98,17 @@ def grad_norms(model):
     return np.array([float(np.linalg.norm(c.weight.grad)) for c in convs(model)])
 
 
-def firing_rates(model):
-    """Mean firing rate of every LIF layer in the last forward pass, first to last."""
-    return np.array([float(m.last_rate) for m in lifs(model)])
+def firing_rates(rates):
+    """The mean firing rate of every LIF layer that a ``FiringRates`` monitor saw, first to last."""
+    return np.array([float(rate) for rate in rates.layers.values()])
 
 
 def record_preactivations(model):
-    """Make every LIF layer keep its input x [T, N, C, H, W]; returns the list they are appended to."""
+    """A forward pre-hook on every LIF layer keeps its input x [T, N, C, H, W]; returns the list they are
+    appended to (the hooks stay: this model is only used for the pass at initialisation)."""
     inputs = []
     for layer in lifs(model):
-        def forward(x, original=layer.forward):
-            inputs.append(x.data)
-            return original(x)
-        layer.forward = forward              # an instance attribute shadows the class's forward
+        layer.register_forward_pre_hook(lambda layer, args: inputs.append(args[0].data))
     return inputs
 
 
@@ -129,8 +129,9 @@ def at_initialisation(data):
     for norm in NORMS:
         model = build(norm)
         pre = record_preactivations(model)
-        softmax_cross_entropy(model(Tensor(images)), labels).backward()
-        stats[norm] = {"pre": pre, "rates": firing_rates(model), "grads": grad_norms(model)}
+        with FiringRates(model) as rates:
+            softmax_cross_entropy(model(Tensor(images)), labels).backward()
+        stats[norm] = {"pre": pre, "rates": firing_rates(rates), "grads": grad_norms(model)}
 
     print(f"{'layer':>5} | {'firing rate':^26} | {'||dL/dW|| of the conv':^32}")
     print(f"{'':>5} | " + " ".join(f"{LABELS[n]:>8}" for n in NORMS) + " | "
@@ -194,9 +195,9 @@ def train(norm, data, lr=LR, depth=DEPTH, seed=SEED, epochs=EPOCHS, optimizer_na
                 losses.append(loss.item())
             accs.append(accuracy(model, data))
     model.eval()
-    with no_grad():
+    with no_grad(), FiringRates(model) as rates:
         model(Tensor(next(data.loader("test", 128).batches())[0]))
-    return {"accs": accs, "grads": np.mean(grads, axis=0), "rates": firing_rates(model),
+    return {"accs": accs, "grads": np.mean(grads, axis=0), "rates": firing_rates(rates),
             "loss": float(np.mean(losses[-len(loader):])), "seconds": timer.seconds}
 
 

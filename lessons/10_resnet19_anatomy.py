@@ -29,32 +29,24 @@ import numpy as np
 from _common import FAST, Timer, plt, save_figure, section, title
 from minisnn import Tensor, no_grad
 from minisnn.models import resnet19
-from minisnn.monitor import Recorder, format_table
+from minisnn.monitor import Recorder, format_table, synapse_macs
 from minisnn.nn import Conv2d, Linear
 
 
 def shapes_of(model, x):
-    """Run the model once; return [(name, layer, input shape, output shape)] of every Conv2d/Linear."""
-    rows, wrapped = [], []
+    """Run the model once; return [(name, layer, input shape, output shape, MACs per image and timestep)]
+    of every Conv2d/Linear, seen by a forward hook on each (removed again afterwards)."""
+    rows, handles = [], []
     for name, layer in model.named_modules():
         if isinstance(layer, (Conv2d, Linear)):
-            def forward(inp, name=name, layer=layer, original=layer.forward):
-                out = original(inp)
-                rows.append((name, layer, inp.shape, out.shape))
-                return out
-            layer.forward = forward          # an instance attribute shadows the class's forward
-            wrapped.append(layer)
+            def look(layer, inputs, output, name=name):
+                rows.append((name, layer, inputs[0].shape, output.shape, synapse_macs(layer, output)))
+            handles.append(layer.register_forward_hook(look))
     with no_grad():
         model(Tensor(x))
-    for layer in wrapped:
-        del layer.forward
+    for handle in handles:
+        handle.remove()
     return rows
-
-
-def macs_per_image_step(layer, out_shape):
-    """Outputs per image and timestep (out_shape is [T, N, ...]) times the fan-in of each output."""
-    fan_in = layer.weight.size // layer.weight.shape[0]
-    return int(np.prod(out_shape[2:])) * fan_in
 
 
 def stage_of(name):
@@ -78,14 +70,13 @@ def main():
     rows = shapes_of(model, x)
     print(f"{'layer':<30} {'input [T,N,C,H,W]':<22} {'output':<22} {'params':>9} {'MACs':>12}")
     total_macs, by_stage = 0, defaultdict(lambda: [0, 0])
-    for name, layer, shape_in, shape_out in rows:
-        macs = macs_per_image_step(layer, shape_out)
+    for name, layer, shape_in, shape_out, macs in rows:
         total_macs += macs
         by_stage[stage_of(name)][0] += layer.weight.size
         by_stage[stage_of(name)][1] += macs
         print(f"{name:<30} {str(tuple(shape_in)):<22} {str(tuple(shape_out)):<22} {layer.weight.size:>9,} "
               f"{macs:>12,}")
-    others = model.num_parameters() - sum(layer.weight.size for _, layer, _, _ in rows)
+    others = model.num_parameters() - sum(layer.weight.size for _, layer, *_ in rows)
     print(f"{len(rows)} synaptic layers; the other {others:,} parameters are tdBN's lambda, beta and the FC biases")
     print(f"total: {total_macs / 1e9:.3f} G MACs per image and timestep")
     print("(the stem conv runs on T = 1: with the same image at every step, conv + tdBN give the same result\n"
@@ -117,8 +108,8 @@ def main():
               f"{macs / 1e9:6.3f} G MACs ({100 * macs / total_macs:4.1f} %)")
 
     names = [name for name, *_ in rows]
-    params = [layer.weight.size for _, layer, _, _ in rows]
-    macs = [macs_per_image_step(layer, s) for _, layer, _, s in rows]
+    params = [layer.weight.size for _, layer, *_ in rows]
+    macs = [row[-1] for row in rows]
     colors = [f"C{list(by_stage).index(stage_of(n))}" for n in names]
     fig, (ax_p, ax_m) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
     ax_p.bar(range(len(names)), params, color=colors)

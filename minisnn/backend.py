@@ -10,13 +10,20 @@ module decides the device:
 * ``as_numpy(x)`` / ``as_cupy(x)`` / ``to_device(x, device)`` move arrays.
 
 Asking for CUDA where CuPy or a GPU is missing raises ``DeviceError`` with the real reason and how to
-fix it -- never a silent fall-back to the CPU.
+fix it -- never a silent fall-back to the CPU. The first time a GPU is chosen, a tiny elementwise kernel
+and a matrix product run on it (``smoke_test``): CuPy compiles its kernels at run time (NVRTC, CUDA
+headers), and a missing piece is reported then, as a DeviceError naming the fix, not as a traceback in
+the middle of the first forward pass.
 """
 import os
 
 import numpy as np
 
 ENV_VAR = "MINISNN_DEVICE"
+FIX = ("Install CuPy with the CUDA pieces it compiles kernels with:  pip install -e '.[gpu]'  (CUDA 12; it "
+       "installs cupy-cuda12x[ctk]) or  pip install 'cupy-cuda13x[ctk]'  (CUDA 13), or set CUDA_PATH to a CUDA "
+       "toolkit; run  minisnn doctor  to see what is found. Or use --device cpu.")
+_smoke_tested = set()
 
 
 class DeviceError(RuntimeError):
@@ -32,16 +39,16 @@ def cupy():
     try:
         import cupy as cp
     except Exception as err:  # report the real import error (a missing CUDA library, say)
-        raise DeviceError(
-            f"CuPy is needed for the GPU but could not be imported: {type(err).__name__}: {err}\n"
-            "Install it with  pip install -e '.[gpu]'  (CUDA 12) or  pip install cupy-cuda13x  (CUDA 13)."
-        ) from err
+        raise DeviceError(f"CuPy is needed for the GPU but could not be imported: {type(err).__name__}: {err}. "
+                          + FIX) from err
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as err:
-        raise DeviceError(f"CuPy is installed but no CUDA device is usable: {type(err).__name__}: {err}") from err
+        raise DeviceError(f"CuPy is installed but no CUDA device is usable: {type(err).__name__}: {err}. Check "
+                          "the NVIDIA driver with nvidia-smi (it must support the CUDA version of your CuPy "
+                          "package), or use --device cpu.") from err
     if count == 0:
-        raise DeviceError("CuPy is installed but this machine has no CUDA device.")
+        raise DeviceError("CuPy is installed but this machine has no CUDA device; use --device cpu.")
     return cp
 
 
@@ -72,7 +79,21 @@ def xp_for(device=None):
     if index >= cp.cuda.runtime.getDeviceCount():
         raise DeviceError(f"device {device} asked for, but only {cp.cuda.runtime.getDeviceCount()} GPU(s) exist")
     cp.cuda.Device(index).use()
+    smoke_test(cp, index)
     return cp
+
+
+def smoke_test(cp, index):
+    """Run an elementwise kernel and a matrix product once on GPU ``index``; DeviceError if either fails."""
+    if (id(cp), index) in _smoke_tested:
+        return
+    try:
+        a = cp.arange(16, dtype=cp.float32).reshape(4, 4)
+        float((a * 2 + 1).sum() + (a @ a).sum())
+    except Exception as err:  # NVRTC, missing headers, cuBLAS, no kernel image for this GPU ...
+        raise DeviceError(f"CuPy cannot run a kernel on cuda:{index}: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}. {FIX}") from err
+    _smoke_tested.add((id(cp), index))
 
 
 def get_array_module(*arrays):
@@ -96,10 +117,11 @@ def as_numpy(x):
 
 
 def as_cupy(x):
-    """Return x as a CuPy array on the current GPU."""
-    if _is_cupy_array(x):
+    """Return x as a CuPy array on the current GPU (copied there from the host or from another GPU)."""
+    cp = cupy()
+    if _is_cupy_array(x) and x.device.id == cp.cuda.Device().id:
         return x
-    return cupy().asarray(x)
+    return cp.array(x, copy=True) if _is_cupy_array(x) else cp.asarray(x)
 
 
 def to_device(x, device):

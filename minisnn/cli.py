@@ -156,7 +156,7 @@ def eval_command(args):
 
 def export_command(args):
     from .nir_export import export_checkpoint
-    export_checkpoint(args.checkpoint, args.out, dt=args.dt, data_dir=args.data_dir)
+    export_checkpoint(args.checkpoint, args.out, dt=args.dt, data_dir=args.data_dir, input_gain=args.input_gain)
     return 0
 
 
@@ -190,6 +190,9 @@ def build_parser():
     p.add_argument("--dt", type=as_type(number(0, low_open=True), "dt"), default=1e-4,
                    help="NIR time step: tau = dt / (1 - tau_decay) (default: 1e-4)")
     p.add_argument("--data-dir", help="folder of the checkpoint's data set (gives the input shape)")
+    p.add_argument("--input-gain", choices=("r", "weights"), default="r",
+                   help="where the LIF's input gain 1/(1 - tau_decay) goes: NIR's r (default; snnTorch) or the "
+                        "weights feeding each LIF, with r = 1 (Norse, which ignores r)")
     add_bench_args(sub.add_parser("bench", help="time a training step and its peak memory, against a PyTorch peer"))
     return parser
 

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import as_numpy, get_array_module
 
 
 class Config:
@@ -89,7 +89,6 @@ class Tensor:
 
     def numpy(self):
         """The data as a NumPy array (copied from the GPU if needed)."""
-        from .backend import as_numpy
         return as_numpy(self.data)
 
     def set_creator(self, func):
@@ -165,67 +164,8 @@ class Tensor:
                         y.grad = None
             func.release()
 
-    # -- operators (the Functions live in functions/basic.py) -----------------------------------
-    def __add__(self, other):
-        return _basic().add(self, other)
-
-    def __radd__(self, other):
-        return _basic().add(other, self)
-
-    def __sub__(self, other):
-        return _basic().sub(self, other)
-
-    def __rsub__(self, other):
-        return _basic().sub(other, self)
-
-    def __mul__(self, other):
-        return _basic().mul(self, other)
-
-    def __rmul__(self, other):
-        return _basic().mul(other, self)
-
-    def __truediv__(self, other):
-        return _basic().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _basic().div(other, self)
-
-    def __neg__(self):
-        return _basic().neg(self)
-
-    def __pow__(self, exponent):
-        return _basic().pow(self, exponent)
-
-    def __matmul__(self, other):
-        return _basic().matmul(self, other)
-
-    def __getitem__(self, index):
-        return _basic().getitem(self, index)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = shape[0]
-        return _basic().reshape(self, tuple(shape))
-
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = axes[0]
-        return _basic().transpose(self, tuple(axes) if axes else None)
-
-    @property
-    def T(self):
-        return _basic().transpose(self, None)
-
-    def sum(self, axis=None, keepdims=False):
-        return _basic().sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _basic().mean(self, axis, keepdims)
-
-
-def _basic():
-    from .functions import basic
-    return basic
+    # The operators (+, -, *, /, **, @, [], -x) and the methods reshape, transpose, T, sum and mean
+    # are Functions from functions/basic.py, attached to Tensor there when minisnn is imported.
 
 
 class Function:

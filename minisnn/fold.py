@@ -15,10 +15,14 @@ with bias, whose output feeds the LIF neuron unchanged::
 The same holds for a Linear layer followed by batch norm, and for plain batch norm (``BatchNorm``,
 scale 1; with ``per_timestep`` too, since eval mode uses one set of running statistics for every t).
 
-``fold_tdbn(model)`` returns a new, eval-mode model of the same classes in which every
-``ConvBN`` (``models/resnet.py``) and every Conv2d/Linear directly followed by a batch norm in a
-``Sequential`` (``models/plain.py``) is replaced by one Conv2d/Linear with folded weights and bias;
-the original model is left untouched. The model's own forward code runs the folded network.
+``fold_tdbn(model)`` returns a new, eval-mode model of the same classes in which every batch norm
+that forward applies right after a Conv2d or Linear is folded into it. It finds those pairs by
+walking the model in forward order (``forward_order``): a Sequential's children, or the
+``forward_order()`` a model or block gives (``models/resnet.py``, ``models/plain.py``). In a
+Sequential the folded layer keeps the conv's name and the batch norm's name disappears (``features.0``,
+``features.2``, ...: no renumbering, so names match the original model's); a module made of just the
+two (``ConvBN``) is replaced by the folded layer under its own name. The original model is left
+untouched, and the model's own forward code runs the folded network.
 
 Exactness: the folded network computes the same function, but rounds differently ((a W) * x rather
 than a * (W * x)). The folding arithmetic therefore runs in float64 (``Module.astype``); a float64 folded
@@ -29,8 +33,20 @@ import copy
 
 import numpy as np
 
-from .models.resnet import ConvBN
+from .models.resnet import Residual
 from .nn import BatchNorm, Conv2d, Linear, Sequential
+
+
+def forward_order(module):
+    """The (name, part) pairs ``module`` applies one after the other, or None for a layer.
+
+    A Sequential's are its children; a model or block lists its own with a ``forward_order()``
+    method, in which a residual sum stands as (None, ``Residual``)."""
+    if isinstance(module, Sequential):
+        return list(module._modules.items())
+    if hasattr(module, "forward_order"):
+        return list(module.forward_order())
+    return None
 
 
 def fold_tdbn(model, dtype=None):
@@ -51,23 +67,44 @@ def fold_tdbn(model, dtype=None):
 
 
 def _fold(module):
-    """The replacement of ``module`` with every (conv or linear, batch norm) pair below it folded."""
-    if isinstance(module, ConvBN):
-        return fold_pair(module.conv, module.bn)
+    """The replacement of ``module`` with every (Conv2d or Linear, batch norm) pair that its forward
+    order applies one after the other folded into one layer (nothing folds across a residual sum)."""
+    order = forward_order(module)
+    if order is None:
+        return module
+    kept = []
+    for name, part in order:
+        if isinstance(part, Residual):
+            for path_name, path in part.paths:
+                new = _fold(path) if path is not None else None
+                if new is not path:
+                    setattr(module, path_name, new)
+            kept.append((name, part))
+            continue
+        new = _fold(part)
+        if isinstance(new, BatchNorm) and kept and isinstance(kept[-1][1], (Conv2d, Linear)):
+            kept[-1] = (kept[-1][0], fold_pair(kept[-1][1], new))
+        else:
+            kept.append((name, new))
     if isinstance(module, Sequential):
-        layers = []
-        for layer in module:
-            layer = _fold(layer)
-            if isinstance(layer, BatchNorm) and layers and isinstance(layers[-1], (Conv2d, Linear)):
-                layers[-1] = fold_pair(layers[-1], layer)
-            else:
-                layers.append(layer)
-        return Sequential(*layers)
-    for name, child in list(module._modules.items()):
-        new = _fold(child)
-        if new is not child:
+        return _sequential(kept)
+    if len(kept) < len(order):
+        if len(kept) == 1:  # the module computed just this pair: it becomes the folded layer
+            return kept[0][1]
+        raise ValueError(f"fold_tdbn: {type(module).__name__} applies a batch norm after a Conv2d or Linear "
+                         "among other parts; only a Sequential, or a module made of just the two, can be folded")
+    for name, new in kept:
+        if name is not None and new is not getattr(module, name):
             setattr(module, name, new)
     return module
+
+
+def _sequential(named_layers):
+    """A Sequential of (name, layer) pairs that keeps the names (``Sequential(*layers)`` numbers them anew)."""
+    sequential = Sequential()
+    for name, layer in named_layers:
+        setattr(sequential, name, layer)
+    return sequential
 
 
 def fold_pair(layer, bn):

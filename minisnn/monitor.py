@@ -1,8 +1,14 @@
 """Looking inside a spiking network: firing rates, spike rasters, membrane traces, synaptic operations.
 
-``Recorder(model)`` is a context manager that, for one or more forward passes, keeps what each layer
-saw: the spikes and membrane potential of every LIF layer and the input of every Conv2d / Linear
-layer. From that:
+Three monitors, each a context manager that puts forward hooks (``Module.register_forward_hook``) on
+the layers it watches and removes them on exit, so they nest and never change a layer's code:
+
+* ``FiringRates(model)``: every LIF layer's mean firing rate in the last pass, kept on the device;
+* ``count_macs(model)``: the multiply-accumulates of every Conv2d and Linear layer that runs;
+* ``Recorder(model)``: for one or more forward passes, what each layer saw: the spikes and membrane
+  potential of every LIF layer and the input of every Conv2d / Linear layer.
+
+From the Recorder's record:
 
 * firing rate of a LIF layer = mean of its spikes over (T, N, neurons);
 * synaptic operations of a Conv2d/Linear layer. An ANN layer costs MACs = (outputs) x (fan-in) per
@@ -19,8 +25,9 @@ import json
 
 import numpy as np
 
-from .backend import as_numpy
+from .backend import as_numpy, get_array_module
 from .checkpoint import atomic_write
+from .core import Tensor
 from .nn.layers import Conv2d, Linear
 from .nn.neuron import LIF
 
@@ -32,15 +39,82 @@ def lif_layers(model):
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LIF)]
 
 
-def mean_firing_rate(model):
-    """Mean firing rate over all LIF layers of the last forward pass (0 if none has run)."""
-    rates = [m.last_rate for _, m in lif_layers(model) if m.last_rate is not None]
-    if not rates:
-        return 0.0
-    return float(sum(rates)) / len(rates)
+def synapse_macs(layer, output):
+    """Multiply-accumulates of a Conv2d or Linear layer per image and timestep: outputs x fan-in,
+    fan-in = C_in kh kw (or in_features). ``output`` is the layer's output [T, N, ...]."""
+    fan_in = layer.weight.size // layer.weight.shape[0]
+    return output.data[0, 0].size * fan_in
 
 
-class Recorder:
+class _Hooks:
+    """Base of the monitors below: a forward hook on every layer ``wants(module)`` accepts, removed on exit.
+    Monitors nest: each holds its own hooks and removes only those."""
+
+    def __init__(self, model):
+        self.model = model
+        self.handles = []
+
+    def wants(self, module):
+        raise NotImplementedError
+
+    def hook(self, name, module, inputs, output):
+        raise NotImplementedError
+
+    def __enter__(self):
+        for name, module in self.model.named_modules():
+            if self.wants(module):
+                self.handles.append(module.register_forward_hook(
+                    lambda module, inputs, output, name=name: self.hook(name, module, inputs, output)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        return False
+
+
+class FiringRates(_Hooks):
+    """Inside ``with FiringRates(model) as rates:``, ``rates.layers[name]`` holds the mean firing rate of
+    every LIF layer in the last forward pass, as a 0-d array on the model's device (reading it is a
+    host synchronisation, so read it when you need the number, not after every step).
+    ``rates.mean()`` is the mean over layers, still on the device."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.layers = {}
+
+    def wants(self, module):
+        return isinstance(module, LIF)
+
+    def hook(self, name, module, inputs, output):
+        self.layers[name] = output.data.mean()
+
+    def mean(self):
+        """Mean firing rate over the LIF layers of the last pass, a 0-d device array (0 if none ran)."""
+        if not self.layers:
+            return np.zeros(())
+        return sum(self.layers.values()) / len(self.layers)
+
+
+class count_macs(_Hooks):
+    """Count, inside ``with count_macs(model) as macs:``, the multiply-accumulates of every Conv2d and
+    Linear layer that runs (``synapse_macs`` of each call, times the images and timesteps it saw);
+    ``macs.total`` holds the running total."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.total = 0
+
+    def wants(self, module):
+        return isinstance(module, (Conv2d, Linear))
+
+    def hook(self, name, module, inputs, output):
+        T, N = output.shape[:2]
+        self.total += synapse_macs(module, output) * T * N
+
+
+class Recorder(_Hooks):
     """Record, during forward passes inside ``with Recorder(model) as rec:``, each layer's activity.
 
     rec.spikes[name]   host array [T, N, ...] of a LIF layer's spikes (last pass)
@@ -49,54 +123,23 @@ class Recorder:
     """
 
     def __init__(self, model):
-        self.model = model
+        super().__init__(model)
         self.spikes, self.membrane, self.inputs, self.order = {}, {}, {}, []
 
-    def __enter__(self):
-        self.saved = []
-        for name, module in self.model.named_modules():
-            if isinstance(module, LIF):
-                self.saved.append((module, "record", module.record))
-                module.record = True
-                self._wrap(name, module, self._after_lif)
-            elif isinstance(module, (Conv2d, Linear)):
-                self._wrap(name, module, self._after_synapses)
-        return self
+    def wants(self, module):
+        return isinstance(module, (LIF, Conv2d, Linear))
 
-    def __exit__(self, *exc):
-        for module, attr, value in self.saved:
-            if attr == "forward":
-                del module.forward  # back to the class's forward
-            else:
-                module.record = value
-        return False
-
-    def _wrap(self, name, module, after):
-        original = module.forward
-
-        def forward(x):
-            y = original(x)
-            after(name, module, x, y)
-            return y
-
-        self.saved.append((module, "forward", None))
-        module.forward = forward
-
-    def _after_lif(self, name, module, x, y):
+    def hook(self, name, module, inputs, output):
         if name not in self.order:
             self.order.append(name)
-        self.spikes[name] = as_numpy(module.last_spikes)
-        self.membrane[name] = as_numpy(module.last_membrane)
-
-    def _after_synapses(self, name, module, x, y):
-        if name not in self.order:
-            self.order.append(name)
-        data = x.data
-        T, N = data.shape[:2]
-        is_spikes = bool(((data == 0) | (data == 1)).all())
-        fan_in = module.weight.size // module.weight.shape[0]
-        outputs_per_image = y.data[0, 0].size
-        self.inputs[name] = (float(data.mean()), is_spikes, T, outputs_per_image * fan_in)
+        x = inputs[0].data if isinstance(inputs[0], Tensor) else inputs[0]
+        if isinstance(module, LIF):
+            self.spikes[name] = as_numpy(output.data)
+            self.membrane[name] = as_numpy(module.membrane(x))
+            return
+        xp = get_array_module(x)
+        is_spikes = bool(xp.all((x == 0) | (x == 1)))
+        self.inputs[name] = (float(x.mean()), is_spikes, x.shape[0], synapse_macs(module, output))
 
     # -- summaries ------------------------------------------------------------------------------
     def order_of_lif(self):

@@ -6,7 +6,7 @@ stored in ``.npz`` without pickle and training resumes bit for bit.
 """
 import math
 
-from .backend import as_numpy, get_array_module
+from .backend import as_numpy, device_of, get_array_module, to_device
 
 
 class Optimizer:
@@ -27,10 +27,25 @@ class Optimizer:
         self.steps += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
+                self.follow(i, p)
                 self.update(i, p)
 
     def update(self, i, p):
         raise NotImplementedError
+
+    def follow(self, i, p):
+        """Move parameter i's slots to the device of the parameter (after ``model.to(device)``)."""
+        device = device_of(p.data)
+        for name in self.slot_names():
+            slots = getattr(self, name)
+            if slots[i] is not None and device_of(slots[i]) != device:
+                slots[i] = to_device(slots[i], device)
+
+    def nonfinite(self):
+        """A 0-d array on the parameters' device: nonzero if any parameter holds a NaN or an infinity.
+        (Reading it on the host is a synchronisation: read it with the step's other figures.)"""
+        xp = get_array_module(self.params[0].data)
+        return xp.stack([~xp.isfinite(p.data).all() for p in self.params]).any()
 
     # -- state --------------------------------------------------------------------------------
     def slot_names(self):

@@ -15,9 +15,10 @@ bit on the CPU: batch order and augmentation of step s of epoch e come from a ge
 (seed, e, s), and the running sums of an interrupted epoch are saved, so its metrics equal an
 uninterrupted run's.
 
-A non-finite loss, or a NaN or infinity in any parameter, buffer or optimizer slot after an update,
-stops training with ``TrainingDiverged``: the message names what went wrong and which checkpoint, if any,
-is the last good one, which is left alone. Ctrl-C finishes the step in flight, saves the position reached
+A non-finite loss or parameter after a step (read with the step's other figures), or a NaN or infinity
+in any parameter, buffer or optimizer slot before a checkpoint is written, stops training with
+``TrainingDiverged``: the message names what went wrong and which checkpoint, if any, is the last good
+one, which is left alone. Ctrl-C finishes the step in flight, saves the position reached
 (``interrupted`` in the meta) and raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the
 last checkpoint as it was.
 """
@@ -37,10 +38,11 @@ from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_check
                          remove_stale_temps, save_checkpoint, scalars)
 from .core import Tensor
 from .evaluate import evaluate
+from .fast import version_of
 from .experiment import (DEFAULTS, ConfigError, changed_keys, load_data, make_config, model_for, model_input,
                          resumed_config, saved_config, usable_device)
 from .functions.loss import softmax_cross_entropy
-from .monitor import mean_firing_rate
+from .monitor import FiringRates
 from .optim import SGD, Adam, CosineSchedule
 
 CHECKPOINT = "last.npz"
@@ -82,11 +84,12 @@ class Trainer:
         self.test_loader = self.data.loader("test", config["eval_batch_size"])
         self.model = model_for(config, self.data)
         params = self.model.parameters()
-        if config["optimizer"] == "sgd":
-            self.optimizer = SGD(params, lr=config["lr"], momentum=config["momentum"],
-                                 weight_decay=config["weight_decay"])
+        if config["optimizer"] == "sgd":  # version_of: the fused update kernels on the GPU
+            self.optimizer = version_of(SGD, params[0].data)(params, lr=config["lr"], momentum=config["momentum"],
+                                                             weight_decay=config["weight_decay"])
         else:
-            self.optimizer = Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+            self.optimizer = version_of(Adam, params[0].data)(params, lr=config["lr"],
+                                                              weight_decay=config["weight_decay"])
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = CosineSchedule(self.optimizer, total_steps=self.steps_per_epoch * config["epochs"],
                                        warmup_steps=self.steps_per_epoch * config["warmup_epochs"],
@@ -111,6 +114,7 @@ class Trainer:
         return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
 
     def save(self, interrupted=False):
+        self.check_state()
         path = self.out / CHECKPOINT
         meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "sums": self.sums,
                 "history": self.history, "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
@@ -152,32 +156,42 @@ class Trainer:
         atomic_write(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
 
     # -- the loop -------------------------------------------------------------------------------
-    def read_step(self, loss, logits, labels, lr):
-        """Every read from the device that a training step makes, in one place.
+    def read_step(self, loss, logits, labels, rates, lr):
+        """Every read from the device that a training step makes, in one place, as one transfer.
 
-        The loss, the number of correct answers and one finiteness flag per parameter, buffer and
-        optimizer slot (``finite_flags``: one reduction each, on the device) come back in a single
-        transfer; the mean firing rate comes from ``mean_firing_rate``. Raises TrainingDiverged if the
-        loss or any of those arrays is not finite. Returns (loss, correct, rate).
+        The loss, the number of correct answers, the mean firing rate (``rates``, a ``FiringRates``
+        monitor) and the optimizer's flag for a NaN or infinity in the updated parameters
+        (``optimizer.nonfinite()``; on the GPU the fused update kernels raise it at no extra launch)
+        come back together. Raises TrainingDiverged if the loss or a parameter is not finite.
+        Returns (loss, correct, rate).
         """
-        xp = self.xp
-        named = state_arrays(self.model, self.optimizer)
+        dtype = loss.data.dtype  # float32 figures on the float32 path: no float64 array on the device
         correct = (logits.data.argmax(axis=1) == labels).sum()
-        flags = finite_flags([array for _, array in named])
-        host = as_numpy(xp.concatenate([xp.stack([loss.data.astype(xp.float64), correct.astype(xp.float64)]),
-                                        flags.astype(xp.float64)]))
-        loss_value, correct_count, finite = float(host[0]), int(host[1]), host[2:]
-        rate = mean_firing_rate(self.model)
-        if not math.isfinite(loss_value) or not finite.all():
-            bad = [name for (name, _), ok in zip(named, finite) if not ok]
-            what = (f"the loss became {loss_value}" if not math.isfinite(loss_value) else
-                    f"{', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} "
-                    "became NaN or infinite in the update")
-            raise TrainingDiverged(
-                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}): {what}; "
-                f"{self.last_good_words()}. Resuming would repeat the same steps: start again with a lower "
-                "--lr (--overwrite replaces this run), or check the input data")
-        return loss_value, correct_count, rate
+        figures = self.xp.stack([loss.data, correct.astype(dtype), rates.mean().astype(dtype),
+                                 self.optimizer.nonfinite().astype(dtype)])
+        loss_value, correct_count, rate, nonfinite = as_numpy(figures).tolist()
+        if not math.isfinite(loss_value) or nonfinite:
+            what = f"the loss became {loss_value}" if not math.isfinite(loss_value) else self.nonfinite_words()
+            raise self.diverged(f"at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}): {what}")
+        return loss_value, int(correct_count), rate
+
+    def check_state(self):
+        """Before a checkpoint is written: every parameter, buffer and optimizer slot must be finite (one
+        ``finite_flags`` reduction per array, read once), so that no checkpoint ever holds NaN or infinity."""
+        if not as_numpy(finite_flags([array for _, array in state_arrays(self.model, self.optimizer)])).all():
+            raise self.diverged(f"before its checkpoint at {self.position()}: {self.nonfinite_words()}")
+
+    def nonfinite_words(self):
+        """The parameters, buffers and optimizer slots that hold NaN or infinity, in words."""
+        named = state_arrays(self.model, self.optimizer)
+        flags = as_numpy(finite_flags([array for _, array in named]))
+        bad = [name for (name, _), ok in zip(named, flags) if not ok] or ["a parameter"]
+        return f"{', '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} became NaN or infinite"
+
+    def diverged(self, where_and_what):
+        return TrainingDiverged(
+            f"training diverged {where_and_what}; {self.last_good_words()}. Resuming would repeat the same steps: "
+            "start again with a lower --lr (--overwrite replaces this run), or check the input data")
 
     def train_epoch(self):
         """Train from (self.epoch, self.step) to the end of the epoch, then move to the next one.
@@ -190,7 +204,7 @@ class Trainer:
                    disable=not cfg["progress"], leave=False, dynamic_ncols=True)
         start, seconds_before = time.perf_counter(), sums["seconds"]
         self.model.train()
-        with bar:
+        with bar, FiringRates(self.model) as rates:
             for images, labels in self.train_loader.batches(self.epoch, start=self.step):
                 self.mid_step = True
                 x, y = model_input(images, xp), xp.asarray(labels)
@@ -201,7 +215,7 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
-                loss_value, correct, rate = self.read_step(loss, logits, y, lr)
+                loss_value, correct, rate = self.read_step(loss, logits, y, rates, lr)
                 n = len(labels)
                 sums["seen"] += n
                 sums["loss_sum"] += loss_value * n

@@ -8,7 +8,7 @@ from minisnn import Function, Tensor
 from minisnn.functions import basic as F
 from minisnn.gradcheck import GradientCheckError, gradcheck
 
-EXAMPLES = settings(max_examples=25, deadline=None)
+EXAMPLES = settings(max_examples=25)
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
 
 

@@ -1,6 +1,7 @@
 """The benchmark's logic on a tiny model (no timing assertions): MAC counting, one measured step, an
-isolated run, the Markdown report, the CLI, and -- where PyTorch is installed -- that the PyTorch peer
-computes the same network as minisnn (same loss and gradients in float64)."""
+isolated run, ``minisnn bench``, and benchmarks/bench.py's Markdown report and -- where PyTorch is
+installed -- that its PyTorch peer computes the same network as minisnn (same loss and gradients in
+float64)."""
 import importlib.util
 import json
 import sys
@@ -14,6 +15,21 @@ from minisnn.cli import main as cli_main
 from minisnn.core import Tensor
 from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import resnet_small
+from minisnn.monitor import count_macs
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name):
+    """A script of benchmarks/ as a module (they are run from the checkout, not installed)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report = load_script("bench")
 
 TINY = {"width": 4, "blocks": (1, 1, 1)}
 
@@ -34,12 +50,12 @@ def resnet_small_macs(width, T, N, size, in_channels=3, classes=10):
 def test_count_macs_matches_layer_by_layer_count():
     model = resnet_small(T=3, **TINY)
     x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
-    with bench.count_macs(model) as macs:
+    with count_macs(model) as macs:
         model(Tensor(x))
-    assert macs[0] == resnet_small_macs(4, T=3, N=2, size=8)
-    model(Tensor(x))  # outside the block the layers are unwrapped: nothing more is counted
-    assert macs[0] == resnet_small_macs(4, T=3, N=2, size=8)
-    assert not any("forward" in vars(m) for _, m in model.named_modules())
+    assert macs.total == resnet_small_macs(4, T=3, N=2, size=8)
+    model(Tensor(x))  # outside the block the hooks are gone: nothing more is counted
+    assert macs.total == resnet_small_macs(4, T=3, N=2, size=8)
+    assert not any(m._forward_hooks for _, m in model.named_modules())
 
 
 def test_measure_step_reports_figures_and_trains():
@@ -55,11 +71,9 @@ def test_measure_step_reports_figures_and_trains():
 
 def test_run_isolated_measures_in_a_fresh_process():
     config = dict(model="resnet_small", T=1, batch=2, steps=1, warmup=1, model_args=TINY, gemm_size=256)
-    row = bench.run_isolated("minisnn", config, threads=1)
+    row = bench.run_isolated(config, threads=1)
     assert row["framework"] == "minisnn" and row["T"] == 1 and row["model_args"]["blocks"] == [1, 1, 1]
     assert row["forward_macs"] == resnet_small_macs(4, T=1, N=2, size=32)
-    with pytest.raises(ValueError, match="framework"):
-        bench.run_isolated("jax", config)
 
 
 def fake_row(T, step_s, step_rss_mb, **extra):
@@ -71,8 +85,8 @@ def fake_row(T, step_s, step_rss_mb, **extra):
 def test_markdown_report_has_command_machine_rows_and_growth():
     rows = [fake_row(2, 2.0, 400, torch_step_s=4.0, torch_peak_rss_mb=900, torch_step_rss_mb=600, ratio=0.5),
             fake_row(6, 5.0, 1000)]
-    text = bench.markdown(rows, "minisnn bench -T 2 6", bench.machine_info(), threads=2)
-    assert "Command: `minisnn bench -T 2 6`" in text and "2 threads" in text
+    text = report.markdown(rows, "python benchmarks/bench.py -T 2 6", bench.machine_info(), threads=2)
+    assert "Command: `python benchmarks/bench.py -T 2 6`" in text and "2 threads" in text
     table = [line for line in text.splitlines() if line.startswith("| resnet19")]
     assert len(table) == 2
     assert table[0].split("|")[-2].strip() == "0.50"           # ratio column
@@ -84,32 +98,38 @@ def test_growth_with_depth_counts_weight_layers_of_the_main_path():
     rows = [dict(fake_row(2, 1.0 * n, 100 * n), model="resnet_small", model_args={"width": 8, "blocks": (n, n, n)})
             for n in (2, 1, 3)]
     # blocks (n, n, n): stem conv + 2 convs per block + FC = 6n + 2 weight layers
-    assert bench.growth(rows) == ["- resnet_small width 8, T=2, batch 8, relative to 8 layers: "
+    assert report.growth(rows) == ["- resnet_small width 8, T=2, batch 8, relative to 8 layers: "
                                   "14 layers: 2.00x time, 2.00x memory; 20 layers: 3.00x time, 3.00x memory."]
 
 
-def test_cli_bench_appends_a_section_to_the_results_file(tmp_path, capsys):
+def test_cli_bench_prints_rows_and_a_table(capsys):
+    code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "-T", "1", "--batch", "2",
+                     "--steps", "1", "--threads", "1", "--gemm-size", "256"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(out[0])
+    assert row["model"] == "resnet_small" and row["batch"] == 2
+    assert out[-1].split()[:3] == ["resnet_small", "1", "2"]
+
+
+def test_benchmark_script_appends_a_section_to_the_results_file(tmp_path, capsys):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\nearlier section\n")
-    code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "-T", "1", "--batch", "2",
-                     "--steps", "1", "--no-peer", "--threads", "1", "--gemm-size", "256", "--results", str(results)])
+    code = report.main(["--model", "resnet_small", "--width", "4", "-T", "1", "--batch", "2",
+                        "--steps", "1", "--no-peer", "--threads", "1", "--gemm-size", "256", "--results", str(results)])
     assert code == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["model"] == "resnet_small" and "torch_step_s" not in row
     text = results.read_text()
     assert text.startswith("# Results\n\nearlier section\n")   # appended, nothing rewritten
-    assert "minisnn bench --model resnet_small -T 1 --batch 2 --width 4 --blocks 1 1 1" in text
+    assert "python benchmarks/bench.py --model resnet_small -T 1 --batch 2 --width 4 --blocks 1 1 1" in text
     assert "| resnet_small w4 b111 | 1 | 2 |" in text
 
 
 # ------------------------------------------------------------------------ the PyTorch peer
 def load_peer():
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("peer_torch", bench.PEER)
-    peer = importlib.util.module_from_spec(spec)
-    sys.modules["peer_torch"] = peer
-    spec.loader.exec_module(peer)
-    return peer
+    return load_script("peer_torch")
 
 
 def test_peer_computes_the_same_network_as_minisnn():

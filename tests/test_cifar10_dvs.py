@@ -1,6 +1,9 @@
-"""CIFAR10-DVS: AEDAT 2.0 reading/writing, malformed files, frames vs a per-event loop, split, cache, augmentation."""
+"""CIFAR10-DVS: AEDAT 2.0 reading/writing, special records, timestamp wrap, frames vs a per-event loop and vs
+SpikingJelly, resizing, split, cache, augmentation."""
+import json
 import os
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn.data import cifar10_dvs as dvs
-from minisnn.data.cifar10 import DatasetError
+from minisnn.data import DatasetError
 
 HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
 
@@ -20,6 +23,17 @@ def random_events(rng, n, t_max=1_300_000):
     return t, x, y, p
 
 
+def jaer_address(x_jaer, y_jaer, on):
+    """A DVS128 pixel address laid out as jAER's DVS128 extractor reads it: bit 0 = 0 for ON,
+    jAER x = 127 - bits 1..7, jAER y = bits 8..14 (written here from that layout, not with write_aedat)."""
+    return (y_jaer << 8) | ((127 - x_jaer) << 1) | (0 if on else 1)
+
+
+def aedat_bytes(records):
+    """An AEDAT 2.0 file: the header, then big-endian (uint32 address, uint32 timestamp) per record."""
+    return HEADER + b"".join(struct.pack(">II", address, t) for address, t in records)
+
+
 # ------------------------------------------------------------------ reading and writing
 def test_round_trip_is_exact(tmp_path):
     events = random_events(np.random.default_rng(0), 5000, t_max=2 ** 32)
@@ -28,8 +42,9 @@ def test_round_trip_is_exact(tmp_path):
     dvs.write_aedat(path, *events)
     assert path.read_bytes().startswith(b"#!AER-DAT2.0\r\n")
     back = dvs.read_aedat(path)
-    for a, b in zip(back, events):
-        assert a.dtype == np.int64
+    assert back.skipped == 0 and back.t.dtype == np.int64
+    for a, b in zip(back[:4], events):
+        assert a.dtype.kind == "i"
         np.testing.assert_array_equal(a, b)
 
 
@@ -38,17 +53,45 @@ def test_reader_follows_the_documented_bit_layout(tmp_path):
     records = [(5 << 8) | (10 << 1) | 0, 123, (0 << 8) | (127 << 1) | 1, 456, (127 << 8) | (0 << 1) | 0, 2 ** 31 + 7]
     path = tmp_path / "hand.aedat"
     path.write_bytes(HEADER + struct.pack(">6I", *records))
-    t, x, y, p = dvs.read_aedat(path)
+    t, x, y, p, skipped = dvs.read_aedat(path)
+    assert skipped == 0
     np.testing.assert_array_equal(t, [123, 456, 2 ** 31 + 7])
     np.testing.assert_array_equal(x, [122, 127, 0])
     np.testing.assert_array_equal(y, [117, 0, 127])
     np.testing.assert_array_equal(p, [1, 0, 1])
 
 
+def test_special_and_sync_records_are_skipped_as_jaer_does(tmp_path):
+    """jAER skips a record with bit 15 (sync) or bit 31 (special) set and masks bits 16..30 away."""
+    pixels = [(3, 120, True), (127, 0, False), (0, 127, True), (64, 5, False)]  # jAER (x, y, ON?)
+    records = [
+        (jaer_address(*pixels[0]), 10),
+        (0x8000, 11),                                    # sync event, nothing else set
+        (jaer_address(*pixels[1]) | 0x8000, 12),         # sync bit on a pixel-looking address
+        (jaer_address(*pixels[1]), 13),
+        (0x80000000 | jaer_address(*pixels[2]), 14),     # special event
+        (0xFFFFFFFF, 15),                                # every bit set
+        (jaer_address(*pixels[2]), 2 ** 32 - 1),
+        (jaer_address(*pixels[3]) | 0x7FFF0000, 16),     # bits 16..30 set, 15 and 31 clear: still a pixel
+    ]
+    path = tmp_path / "special.aedat"
+    path.write_bytes(aedat_bytes(records))
+    t, x, y, p, skipped = dvs.read_aedat(path)
+    assert skipped == 4
+    np.testing.assert_array_equal(t, [10, 13, 2 ** 32 - 1, 16])
+    np.testing.assert_array_equal(x, [127 - yj for _, yj, _ in pixels])  # x = 127 - y_jAER
+    np.testing.assert_array_equal(y, [xj for xj, _, _ in pixels])        # y = x_jAER
+    np.testing.assert_array_equal(p, [int(on) for _, _, on in pixels])
+
+
 def test_header_only_file_has_no_events(tmp_path):
     path = tmp_path / "empty.aedat"
     path.write_bytes(HEADER)
-    assert all(a.size == 0 for a in dvs.read_aedat(path))
+    assert all(a.size == 0 for a in dvs.read_aedat(path)[:4])
+    path.write_bytes(aedat_bytes([(0x8000, 1), (0x80000000, 2)]))  # only special records
+    recording = dvs.read_aedat(path)
+    assert recording.skipped == 2 and recording.t.size == 0
+    assert dvs.events_to_frames(*recording[:4], 3, "time", 4).sum() == 0
 
 
 @pytest.mark.parametrize("content, message", [
@@ -59,8 +102,6 @@ def test_header_only_file_has_no_events(tmp_path):
     (b"#!AER-DAT3.1\r\n#!END-HEADER\r\n" + b"\x00" * 28, "version '3.1'"),       # AEDAT 3.1
     (b"#!AER-DAT4.0\r\n" + b"\x00" * 16, "version '4.0'"),                        # AEDAT 4
     (b"#!AER-DAT2.0\r\n# a header cut in the mid", "truncated header"),
-    (HEADER + struct.pack(">4I", 2, 10, 1 << 15, 20), r"record 1 \(byte"),         # bit 15 set
-    (HEADER + struct.pack(">2I", 0x01000000, 5), "not a DVS128 pixel event"),     # high byte set
 ])
 def test_malformed_files_raise_naming_the_file(tmp_path, content, message):
     path = tmp_path / "bad.aedat"
@@ -84,19 +125,99 @@ def test_writer_rejects_out_of_range_events(tmp_path):
         dvs.write_aedat(tmp_path / "w.aedat", [0, 1], [0], [0], [0])
 
 
+# ------------------------------------------------------------------ timestamps
+PERIOD = 2 ** 32
+
+
+def monotonic_by_loop(t):
+    """The definition, one event at a time: steps read modulo 2**32 as the smallest, summed, then a running max."""
+    out = []
+    for i, ti in enumerate(int(v) for v in t):
+        if i == 0:
+            raw = ti
+        else:
+            step = (ti - int(t[i - 1])) % PERIOD
+            raw += step - PERIOD if step >= PERIOD // 2 else step
+        out.append(raw if not out else max(out[-1], raw))
+    return out
+
+
+def recorded_timestamps(rng, n, start, backward=0.0):
+    """Timestamps as a sensor would store them: from ``start``, mostly forward steps (some zero), a fraction
+    ``backward`` of steps going back, all taken modulo 2**32 (so they wrap when the clock passes 2**32 - 1)."""
+    steps = rng.integers(0, 40, n)
+    back = rng.random(n) < backward
+    steps[back] = -rng.integers(1, 100, back.sum())
+    steps[:1] = 0
+    return (start + np.cumsum(steps)) % PERIOD
+
+
+def test_monotonic_timestamps_unwrap_and_lift_backward_steps():
+    wrapped = np.array([PERIOD - 3, PERIOD - 1, 0, 2, PERIOD - 2, 5])  # wraps after 2**32 - 1; one stray event
+    np.testing.assert_array_equal(dvs.monotonic_timestamps(wrapped),
+                                  [PERIOD - 3, PERIOD - 1, PERIOD, PERIOD + 2, PERIOD + 2, PERIOD + 5])
+    np.testing.assert_array_equal(dvs.monotonic_timestamps([100, 50, 120, 120, 90]), [100, 100, 120, 120, 120])
+    assert dvs.monotonic_timestamps(np.array([], dtype=np.uint32)).dtype == np.int64
+    twice = (np.arange(0, 3 * PERIOD, PERIOD // 4 + 1)) % PERIOD  # three wraps, steps just under 2**31
+    np.testing.assert_array_equal(dvs.monotonic_timestamps(twice), np.arange(0, 3 * PERIOD, PERIOD // 4 + 1))
+
+
+@settings(max_examples=30)
+@given(n=st.integers(1, 200), seed=st.integers(0, 2 ** 16), near_wrap=st.booleans(),
+       backward=st.sampled_from([0.0, 0.1, 0.5]))
+def test_monotonic_timestamps_match_the_per_event_loop(n, seed, near_wrap, backward):
+    rng = np.random.default_rng(seed)
+    start = PERIOD - int(rng.integers(0, 2000)) if near_wrap else int(rng.integers(0, PERIOD))
+    t = recorded_timestamps(rng, n, start, backward)
+    u = dvs.monotonic_timestamps(t)
+    assert u.dtype == np.int64 and np.all(np.diff(u) >= 0)
+    np.testing.assert_array_equal(u, monotonic_by_loop(t))
+
+
+@pytest.mark.parametrize("split_rule", dvs.SPLIT_RULES)
+@pytest.mark.parametrize("split_by", dvs.SPLIT_MODES)
+def test_a_wrapped_recording_gives_the_frames_of_the_unwrapped_one(tmp_path, split_by, split_rule):
+    rng = np.random.default_rng(1)
+    t, x, y, p = random_events(rng, 5000)  # 1.3 s
+    offset = PERIOD - 400_000  # the clock wraps 0.4 s into the recording
+    path = tmp_path / "wrapped.aedat"
+    dvs.write_aedat(path, (t + offset) % PERIOD, x, y, p)
+    recording = dvs.read_aedat(path)
+    assert recording.t.min() < 400_000 < 2 ** 31 < recording.t.max()  # the stored timestamps did wrap
+    frames = dvs.events_to_frames(*recording[:4], 10, split_by, 32, split_rule)
+    np.testing.assert_array_equal(frames, dvs.events_to_frames(t, x, y, p, 10, split_by, 32, split_rule))
+    assert (frames.sum(axis=(1, 2, 3)) > 0).all()  # not all in one frame, as the stored timestamps would give
+    np.testing.assert_array_equal(dvs.monotonic_timestamps(recording.t), t + offset)
+
+
+def test_a_timestamp_going_backwards_stays_in_the_window_of_the_event_before_it():
+    t = np.array([0, 30, 60, 95, 5, 96, 99])  # the event stamped 5 arrives after the one stamped 95
+    x = y = np.zeros(7, int)
+    p = np.ones(7, int)
+    frames = dvs.events_to_frames(t, x, y, p, 4, "time", 1)[:, 1, 0, 0]  # windows of 100 / 4 us
+    np.testing.assert_array_equal(frames, [1, 1, 1, 4])  # counted at 95, not in the first window
+
+
 # ------------------------------------------------------------------ frames against a per-event loop
-def frames_by_loop(t, x, y, p, T, split_by, size):
-    """The definition, one event at a time: find the slice and the downsampled cell by search."""
+def frames_by_loop(t, x, y, p, T, split_by, size, split_rule):
+    """The definition, one event at a time: find the slice and the sum-pooled cell by search."""
     n = len(t)
     frames = np.zeros((T, 2, size, size), np.float32)
-    bounds = np.cumsum([len(c) for c in np.array_split(np.arange(n), T)])  # run k ends before bounds[k]
-    t0 = min(t) if n else 0
-    span = (max(t) - t0 + 1) if n else 1
+    u = monotonic_by_loop(t)
+    bounds = np.cumsum([len(c) for c in np.array_split(np.arange(n), T)])  # even run k ends before bounds[k]
+    run = n // T
+    t0 = u[0] if n else 0
+    duration = (u[-1] - t0) if n else 0
+    window = duration // T
     for i in range(n):
-        if split_by == "number":
+        if (split_by, split_rule) == ("number", "even"):
             k = next(k for k in range(T) if i < bounds[k])
+        elif (split_by, split_rule) == ("number", "spikingjelly"):
+            k = next((k for k in range(T - 1) if k * run <= i < (k + 1) * run), T - 1)
+        elif split_rule == "even":
+            k = next(k for k in range(T) if k * (duration + 1) <= (u[i] - t0) * T < (k + 1) * (duration + 1))
         else:
-            k = next(k for k in range(T) if k * span <= (t[i] - t0) * T < (k + 1) * span)
+            k = next((k for k in range(T - 1) if t0 + k * window <= u[i] < t0 + (k + 1) * window), T - 1)
         cx = next(c for c in range(size) if c * 128 <= x[i] * size < (c + 1) * 128)
         cy = next(c for c in range(size) if c * 128 <= y[i] * size < (c + 1) * 128)
         frames[k, p[i], cy, cx] += 1
@@ -105,16 +226,22 @@ def frames_by_loop(t, x, y, p, T, split_by, size):
 
 @settings(max_examples=40)
 @given(n=st.integers(0, 300), T=st.integers(1, 12), size=st.sampled_from([1, 7, 32, 42, 48, 128]),
-       split_by=st.sampled_from(["number", "time"]), seed=st.integers(0, 2 ** 16), clustered=st.booleans())
-def test_frames_match_the_per_event_loop(n, T, size, split_by, seed, clustered):
+       split_by=st.sampled_from(dvs.SPLIT_MODES), split_rule=st.sampled_from(dvs.SPLIT_RULES),
+       seed=st.integers(0, 2 ** 16), clustered=st.booleans(), near_wrap=st.booleans(),
+       backward=st.sampled_from([0.0, 0.2]))
+def test_frames_match_the_per_event_loop(n, T, size, split_by, split_rule, seed, clustered, near_wrap, backward):
     rng = np.random.default_rng(seed)
-    t, x, y, p = random_events(rng, n, t_max=50 if clustered else 10 ** 6)  # clustered: many equal timestamps
-    frames = dvs.events_to_frames(t, x, y, p, T, split_by, size)
+    _, x, y, p = random_events(rng, n)
+    if clustered:  # many equal timestamps
+        t = np.sort(rng.integers(0, 50, n))
+    else:
+        t = recorded_timestamps(rng, n, PERIOD - 300 if near_wrap else 1000, backward)
+    frames = dvs.events_to_frames(t, x, y, p, T, split_by, size, split_rule)
     assert frames.dtype == np.float32 and frames.shape == (T, 2, size, size)
-    np.testing.assert_array_equal(frames, frames_by_loop(t, x, y, p, T, split_by, size))
+    np.testing.assert_array_equal(frames, frames_by_loop(t, x, y, p, T, split_by, size, split_rule))
 
 
-def test_frame_splits_on_a_worked_example():
+def test_frame_splits_on_worked_examples():
     t = np.array([0, 1, 2, 3, 100, 101])
     x = y = np.zeros(6, int)
     p = np.array([1, 1, 0, 1, 0, 1])
@@ -122,6 +249,61 @@ def test_frame_splits_on_a_worked_example():
     np.testing.assert_array_equal(by_number, [[0, 2], [1, 1], [1, 0], [0, 1]])
     by_time = dvs.events_to_frames(t, x, y, p, 4, "time", 1)[:, :, 0, 0]  # windows of 102 / 4 us
     np.testing.assert_array_equal(by_time, [[1, 3], [0, 0], [0, 0], [1, 1]])
+    by_number = dvs.events_to_frames(t, x, y, p, 4, "number", 1, "spikingjelly")[:, :, 0, 0]  # runs 1, 1, 1, 3
+    np.testing.assert_array_equal(by_number, [[0, 1], [0, 1], [1, 0], [1, 2]])
+
+    t = np.array([0, 10, 20, 30, 40, 50, 60])  # 7 events, T = 3, D = 60
+    x = y = np.zeros(7, int)
+    p = np.ones(7, int)
+    def counts(split_by, rule):
+        return dvs.events_to_frames(t, x, y, p, 3, split_by, 1, rule)[:, 1, 0, 0]
+    np.testing.assert_array_equal(counts("number", "even"), [3, 2, 2])          # first N mod T runs longer
+    np.testing.assert_array_equal(counts("number", "spikingjelly"), [2, 2, 3])  # the last run takes the rest
+    np.testing.assert_array_equal(counts("time", "even"), [3, 2, 2])            # windows of 61 / 3 us
+    np.testing.assert_array_equal(counts("time", "spikingjelly"), [2, 2, 3])    # windows of 60 // 3 = 20 us
+    short = dvs.events_to_frames([0, 1], [0, 0], [0, 0], [1, 1], 3, "time", 1, "spikingjelly")[:, 1, 0, 0]
+    np.testing.assert_array_equal(short, [0, 0, 2])  # D // T = 0: everything in the last frame
+    few = dvs.events_to_frames([0, 1], [0, 0], [0, 0], [1, 1], 3, "number", 1, "spikingjelly")[:, 1, 0, 0]
+    np.testing.assert_array_equal(few, [0, 0, 2])  # N // T = 0: everything in the last frame
+
+
+# ------------------------------------------------------------------ resizing
+def test_bilinear_weights_on_a_worked_example():
+    """4 -> 2 pixels: s = 2, centres 1 and 3, triangle half-width 2, weights 0.75 0.75 0.25 normalised."""
+    np.testing.assert_allclose(dvs.bilinear_weights(2, in_size=4),
+                               [[3 / 7, 3 / 7, 1 / 7, 0], [0, 1 / 7, 3 / 7, 3 / 7]], rtol=1e-12)
+    np.testing.assert_array_equal(dvs.bilinear_weights(128), np.eye(128))  # the same size: unchanged
+    events = random_events(np.random.default_rng(3), 500)
+    np.testing.assert_array_equal(dvs.events_to_frames(*events, 2, size=128, resize="bilinear"),
+                                  dvs.events_to_frames(*events, 2, size=128, resize="sum"))
+
+
+@pytest.mark.parametrize("size", [1, 42, 48, 100])
+def test_resizing_keeps_the_events(size):
+    rng = np.random.default_rng(size)
+    events = random_events(rng, 3000)
+    counts = dvs.events_to_frames(*events, 3, "number", 128)
+    summed = dvs.events_to_frames(*events, 3, "number", size, resize="sum")
+    np.testing.assert_array_equal(summed.sum(axis=(2, 3)), counts.sum(axis=(2, 3)))  # every event once
+    bilinear = dvs.events_to_frames(*events, 3, "number", size, resize="bilinear")
+    scale = (128 / size) ** 2  # each output pixel is a weighted mean of about scale input pixels
+    np.testing.assert_allclose(bilinear.sum(axis=(2, 3)) * scale, counts.sum(axis=(2, 3)), rtol=0.05)
+    flat = dvs.events_to_frames([0] * 128 * 128, *np.divmod(np.arange(128 * 128), 128)[::-1], [1] * 128 * 128,
+                                1, "number", size, resize="bilinear")
+    np.testing.assert_allclose(flat[0, 1], 1.0, rtol=1e-6)  # a uniform frame stays uniform
+    assert flat[0, 0].sum() == 0
+
+
+@pytest.mark.parametrize("size", [1, 42, 48, 127])
+def test_bilinear_resize_matches_torch_antialiased_interpolation(size):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: nothing to compare the resize with")
+    rng = np.random.default_rng(size)
+    events = random_events(rng, 20_000)
+    full = dvs.events_to_frames(*events, 4, "number", 128)
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(full.astype(np.float64)), size=(size, size),
+                                             mode="bilinear", align_corners=False, antialias=True).numpy()
+    ours = dvs.events_to_frames(*events, 4, "number", size, resize="bilinear")
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
 def test_events_to_frames_rejects_bad_arguments():
@@ -132,10 +314,49 @@ def test_events_to_frames_rejects_bad_arguments():
         dvs.events_to_frames(t, x, y, p, 0)
     with pytest.raises(ValueError, match="size must be an int in 1..128"):
         dvs.events_to_frames(t, x, y, p, 2, size=129)
+    with pytest.raises(ValueError, match="split_rule must be one of"):
+        dvs.events_to_frames(t, x, y, p, 2, split_rule="tonic")
+    with pytest.raises(ValueError, match="resize must be one of"):
+        dvs.events_to_frames(t, x, y, p, 2, resize="nearest")
     with pytest.raises(ValueError, match="0 <= x, y < 128"):
         dvs.events_to_frames(t, [0, 128], y, p, 2)
     with pytest.raises(TypeError, match="x must be integers"):
         dvs.events_to_frames(t, [0.5, 1.0], y, p, 2)
+
+
+# ------------------------------------------------------------------ SpikingJelly
+def spikingjelly_functions():
+    """SpikingJelly's own CIFAR10-DVS reader and frame integration (names of SpikingJelly 2.0.0), or a skip."""
+    try:
+        from spikingjelly.datasets.cifar10_dvs import _load_origin_data
+        from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number
+    except (ImportError, RuntimeError, OSError) as err:  # absent, or torch/torchvision failing to load
+        pytest.skip(f"SpikingJelly's CIFAR10-DVS functions cannot be imported here: {type(err).__name__}: {err}")
+    return _load_origin_data, integrate_events_by_fixed_frames_number
+
+
+@pytest.mark.parametrize("split_by", dvs.SPLIT_MODES)
+def test_spikingjelly_rule_gives_spikingjelly_frames(tmp_path, split_by):
+    load_origin_data, integrate = spikingjelly_functions()
+    import torch
+    n = 200_003  # N mod T = 3 events left over
+    events = random_events(np.random.default_rng(7), n)
+    path = tmp_path / "cifar10_cat_0.aedat"
+    dvs.write_aedat(path, *events)
+    recording, theirs = dvs.read_aedat(path), load_origin_data(path)
+    for name, ours in zip("txyp", recording[:4]):
+        np.testing.assert_array_equal(ours, theirs[name])
+    their_frames = integrate(theirs, split_by, 10, 128, 128)
+    ours = dvs.events_to_frames(*recording[:4], 10, split_by, 128, "spikingjelly")
+    np.testing.assert_array_equal(ours, their_frames)
+    assert not np.array_equal(dvs.events_to_frames(*recording[:4], 10, split_by, 128, "even"), their_frames)
+    pool = (np.arange(128) * 48 // 128 == np.arange(48)[:, None]).astype(np.float64)  # sum pooling to 48 x 48
+    np.testing.assert_array_equal(dvs.events_to_frames(*recording[:4], 10, split_by, 48, "spikingjelly"),
+                                  pool @ their_frames @ pool.T)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(their_frames), size=(48, 48), mode="bilinear",
+                                              antialias=True).numpy()  # SpikingJelly's frames resized to 48 x 48
+    ours = dvs.events_to_frames(*recording[:4], 10, split_by, 48, "spikingjelly", "bilinear")
+    np.testing.assert_allclose(ours, resized, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ data set: split, cache, loading
@@ -169,7 +390,7 @@ def test_dataset_items_are_the_frames_of_their_file(tmp_path):
     ds = dvs.CIFAR10DVS(root, T=5, split_by="time", size=42, train=False, seed=0, cache_dir=tmp_path / "c")
     frames, label = ds[3]
     assert label == 3 and frames.shape == (5, 2, 42, 42)
-    np.testing.assert_array_equal(frames, dvs.events_to_frames(*dvs.read_aedat(ds.files[3]), 5, "time", 42))
+    np.testing.assert_array_equal(frames, dvs.events_to_frames(*dvs.read_aedat(ds.files[3])[:4], 5, "time", 42))
     x, y = ds.load_all()
     assert x.shape == (10, 5, 2, 42, 42) and x.dtype == np.float32
     np.testing.assert_array_equal(y, np.arange(10))
@@ -186,8 +407,10 @@ def test_cache_is_used_and_keyed_by_frame_settings(tmp_path, monkeypatch):
         raise AssertionError(f"{path} was parsed again although its frames are cached")
     monkeypatch.setattr(dvs, "read_aedat", broken_reader)
     np.testing.assert_array_equal(dvs.CIFAR10DVS(root, T=4, size=16, train=False).load_all()[0], first)
-    with pytest.raises(AssertionError, match="parsed again"):  # other settings, other cache entry
-        dvs.CIFAR10DVS(root, T=5, size=16, train=False)[0]
+    for other in ({"T": 5}, {"size": 8}, {"split_by": "time"}, {"split_rule": "spikingjelly"},
+                  {"resize": "bilinear"}):  # other settings, other cache entry
+        with pytest.raises(AssertionError, match="parsed again"):
+            dvs.CIFAR10DVS(root, **{"T": 4, "size": 16, "train": False, **other})[0]
 
 
 def test_cache_is_rebuilt_when_the_recording_is_newer(tmp_path):
@@ -215,6 +438,49 @@ def test_dataset_errors_name_the_problem(tmp_path):
     victim.write_bytes(victim.read_bytes()[:-3])
     with pytest.raises(DatasetError, match=f"{victim.name}: truncated"):
         dvs.CIFAR10DVS(bad, train=False).load_all()
+
+
+def write_with_special_records(path, n_special, rng):
+    """Rewrite recording ``path`` with ``n_special`` sync/special records slipped in among its events."""
+    t, x, y, p, _ = dvs.read_aedat(path)
+    records = [(((127 - xi) << 8) | ((127 - yi) << 1) | (1 - pi), ti) for ti, xi, yi, pi in zip(t, x, y, p)]
+    for j in range(n_special):
+        records.insert(int(rng.integers(0, len(records) + 1)), (0x8000 if j % 2 else 0x80000000, int(t[0])))
+    path.write_bytes(aedat_bytes(records))
+    return t, x, y, p
+
+
+def test_skipped_records_are_reported_once_for_the_data_set(tmp_path):
+    root = make_root(tmp_path, per_class=10)
+    rng = np.random.default_rng(5)
+    events = {}
+    for name, n_special in (("cat", 3), ("ship", 2)):  # one file in each split
+        for split in (True, False):
+            victim = dvs.CIFAR10DVS(root, train=split).files[dvs.CIFAR10_DVS_CLASSES.index(name) * (9 if split else 1)]
+            events[victim] = write_with_special_records(victim, n_special, rng)
+    for attempt in ("made", "cached"):
+        with pytest.warns(UserWarning) as caught:
+            train_x, _, test_x, _ = dvs.load_cifar10_dvs(root, T=3, size=8, progress=False)
+        assert len(caught) == 1, f"{attempt}: {[str(w.message) for w in caught]}"
+        message = str(caught[0].message)
+        assert "skipped 10 special/sync records" in message and "in 4 of 100 recordings" in message
+        report = json.loads((root / "frames_cache" / "T3_number_even_sum8px" / "skipped_records.json").read_text())
+        assert report["skipped_records"] == 10 and sorted(report["recordings"].values()) == [2, 2, 3, 3]
+        assert str(root / "frames_cache" / "T3_number_even_sum8px" / "skipped_records.json") in message
+    train = dvs.CIFAR10DVS(root, T=3, size=8)
+    train.load_all()
+    assert train.skipped.sum() == 5 and np.count_nonzero(train.skipped) == 2
+    for victim, kept in events.items():  # the frames of a file are those of its pixel events alone
+        split = train if victim in train.files else dvs.CIFAR10DVS(root, T=3, size=8, train=False)
+        np.testing.assert_array_equal(split[split.files.index(victim)][0], dvs.events_to_frames(*kept, 3, "number", 8))
+
+
+def test_nothing_is_reported_without_skipped_records(tmp_path):
+    root = make_root(tmp_path, per_class=10, n_events=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dvs.load_cifar10_dvs(root, T=2, size=4, progress=False)
+    assert not list((root / "frames_cache").rglob("skipped_records.json"))
 
 
 # ------------------------------------------------------------------ augmentation

@@ -1,94 +1,47 @@
-"""im2col / col2im and conv2d: against a naive nested-loop convolution and central finite differences."""
+"""im2col / col2im and conv2d: against a naive nested-loop convolution and central finite differences,
+on the reference path and on the fast one (tests/test_fast_paths.py checks the two equal directly)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from minisnn import Tensor
+from minisnn.fast import reference_only
 from minisnn.functions.conv import col2im, conv2d, im2col
 from minisnn.gradcheck import gradcheck
+from reference import naive_conv, naive_conv_grads
+from strategies import conv_cases, seeds
 
-EXAMPLES = settings(max_examples=60, deadline=None)
-
-
-def pair_or_int(draw, lo, hi):
-    """An (h, w) pair, given as a plain int half of the time when h == w."""
-    h, w = draw(st.integers(lo, hi)), draw(st.integers(lo, hi))
-    return h if h == w and draw(st.booleans()) else (h, w)
+EXAMPLES = settings(max_examples=60)
+BOTH_PATHS = pytest.mark.parametrize("reference", [True, False], ids=["reference", "fast"])
 
 
-def as_hw(v):
-    return (v, v) if isinstance(v, int) else v
-
-
-@st.composite
-def conv_cases(draw, max_side=6):
-    """Random small conv geometry: (x, W, b, stride, padding) in float64."""
-    n, cin, cout = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride, padding = pair_or_int(draw, 1, 3), pair_or_int(draw, 0, 2)
-    (ph, pw) = as_hw(padding)
-    h = draw(st.integers(max(1, kh - 2 * ph), max_side))
-    w = draw(st.integers(max(1, kw - 2 * pw), max_side))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x = rng.standard_normal((n, cin, h, w))
-    W = rng.standard_normal((cout, cin, kh, kw))
-    b = rng.standard_normal(cout)
-    return x, W, b, stride, padding
-
-
-def naive_conv(x, W, b, stride, padding):
-    """y[n,o,i,j] = b[o] + sum_{c,p,q} W[o,c,p,q] x_pad[n,c,i*sh+p,j*sw+q], one output at a time."""
-    (sh, sw), (ph, pw) = as_hw(stride), as_hw(padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cout, _, kh, kw = W.shape
-    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    y = np.zeros((x.shape[0], cout, ho, wo))
-    for n in range(x.shape[0]):
-        for o in range(cout):
-            for i in range(ho):
-                for j in range(wo):
-                    y[n, o, i, j] = b[o] + np.sum(W[o] * xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw])
-    return y
-
-
-def naive_conv_grads(x, W, gy, stride, padding):
-    """Scatter each output's gradient back onto its window: returns (dx, dW, db)."""
-    (sh, sw), (ph, pw) = as_hw(stride), as_hw(padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    gxp, gW = np.zeros_like(xp), np.zeros_like(W)
-    _, _, kh, kw = W.shape
-    for n, o, i, j in np.ndindex(*gy.shape):
-        window = (n, slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
-        gxp[window] += gy[n, o, i, j] * W[o]
-        gW[o] += gy[n, o, i, j] * xp[window]
-    gx = gxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
-    return gx, gW, gy.sum(axis=(0, 2, 3))
-
-
+@BOTH_PATHS
 @EXAMPLES
 @given(conv_cases())
-def test_conv2d_matches_naive_loop_forward_and_backward(case):
+def test_conv2d_matches_naive_loop_forward_and_backward(reference, case):
     x, W, b, stride, padding = case
     tx, tW, tb = Tensor(x, requires_grad=True), Tensor(W, requires_grad=True), Tensor(b, requires_grad=True)
-    y = conv2d(tx, tW, tb, stride=stride, padding=padding)
-    expected = naive_conv(x, W, b, stride, padding)
-    assert y.shape == expected.shape
-    np.testing.assert_allclose(y.data, expected, rtol=1e-10, atol=1e-10)
-
-    gy = np.random.default_rng(1).standard_normal(y.shape)
-    y.backward(gy)
+    with reference_only(reference):
+        y = conv2d(tx, tW, tb, stride=stride, padding=padding)
+        expected = naive_conv(x, W, b, stride, padding)
+        assert y.shape == expected.shape
+        np.testing.assert_allclose(y.data, expected, rtol=1e-10, atol=1e-10)
+        gy = np.random.default_rng(1).standard_normal(y.shape)
+        y.backward(gy)
     for got, want in zip((tx.grad, tW.grad, tb.grad), naive_conv_grads(x, W, gy, stride, padding)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
-@EXAMPLES
+@BOTH_PATHS
+@settings(max_examples=30)
 @given(conv_cases(max_side=5))
-def test_conv2d_gradcheck(case):
+def test_conv2d_gradcheck(reference, case):
     x, W, b, stride, padding = case
-    gradcheck(lambda x, W, b: conv2d(x, W, b, stride=stride, padding=padding), x, W, b)
+    with reference_only(reference):
+        gradcheck(lambda x, W, b: conv2d(x, W, b, stride=stride, padding=padding), x, W, b)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(conv_cases(max_side=5))
 def test_conv2d_gradcheck_without_bias(case):
     x, W, _, stride, padding = case
@@ -96,7 +49,7 @@ def test_conv2d_gradcheck_without_bias(case):
 
 
 @EXAMPLES
-@given(conv_cases(), st.integers(0, 2**32 - 1))
+@given(conv_cases(), seeds)
 def test_im2col_col2im_adjoint(case, seed):
     """<im2col(x), c> == <x, col2im(c)> for every x and c: col2im is exactly the transpose of im2col."""
     x, W, _, stride, padding = case
@@ -113,25 +66,29 @@ def test_im2col_reads_non_contiguous_input():
     np.testing.assert_array_equal(im2col(x, 2, 3, (1, 2), 1), im2col(np.ascontiguousarray(x), 2, 3, (1, 2), 1))
 
 
-def test_first_layer_skips_dx_but_gets_dW():
+@BOTH_PATHS
+def test_first_layer_skips_dx_but_gets_dW(reference):
     rng = np.random.default_rng(0)
     x, W = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
     tx, tW = Tensor(x), Tensor(W, requires_grad=True)
-    y = conv2d(tx, tW, padding=1)
-    gy = rng.standard_normal(y.shape)
-    y.backward(gy)
+    with reference_only(reference):
+        y = conv2d(tx, tW, padding=1)
+        gy = rng.standard_normal(y.shape)
+        y.backward(gy)
     assert tx.grad is None
     np.testing.assert_allclose(tW.grad, naive_conv_grads(x, W, gy, 1, 1)[1], rtol=1e-10, atol=1e-10)
 
 
-def test_float32_stays_float32():
+@BOTH_PATHS
+def test_float32_stays_float32(reference):
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32), requires_grad=True)
     W = Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
     b = Tensor(np.zeros(4, np.float32), requires_grad=True)
-    y = conv2d(x, W, b, stride=2, padding=1)
-    assert y.dtype == np.float32 and y.data.flags.c_contiguous
-    y.backward()
+    with reference_only(reference):
+        y = conv2d(x, W, b, stride=2, padding=1)
+        assert y.dtype == np.float32 and y.data.flags.c_contiguous
+        y.backward()
     assert x.grad.dtype == W.grad.dtype == b.grad.dtype == np.float32
 
 

@@ -1,10 +1,13 @@
 """The whole CIFAR10-DVS path: event files in the official format -> frames -> spiking ResNet -> eval."""
 import json
+import struct
 
 import numpy as np
+import pytest
 
 from minisnn import cli
-from minisnn.data.cifar10_dvs import CIFAR10_DVS_CLASSES, write_aedat
+from minisnn.data import get_dataset
+from minisnn.data.cifar10_dvs import CIFAR10_DVS_CLASSES, events_to_frames, read_aedat, split_files, write_aedat
 
 
 def write_recordings(root, per_class=4, events=600, seed=0):
@@ -36,3 +39,21 @@ def test_train_and_eval_on_event_files(tmp_path, capsys):
     assert list((root / "frames_cache").rglob("*.npz")), "frames were not cached"
     assert cli.main(["eval", str(out / "last.npz")]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_frame_options_reach_the_data_set_and_skipped_records_are_reported(tmp_path):
+    """split_rule and resize pass through get_dataset; a special record in one file gives one warning."""
+    root = tmp_path / "CIFAR10-DVS"
+    write_recordings(root, per_class=2, events=300)
+    victim = root / "dog" / "cifar10_dog_1.aedat"
+    victim.write_bytes(victim.read_bytes() + struct.pack(">II", 0x80008000, 999_999))  # a special record at the end
+    options = dict(T=3, size=12, split_by="time", split_rule="spikingjelly", resize="bilinear")
+    with pytest.warns(UserWarning, match="skipped 1 special/sync records .* in 1 of 20 recordings") as caught:
+        dataset = get_dataset("cifar10-dvs", root, **options)
+    assert len(caught) == 1
+    assert dataset.train_x.shape == (10, 3, 2, 12, 12) and dataset.test_x.shape == (10, 3, 2, 12, 12)
+    train_files, _ = split_files(root, train=True)
+    recording = read_aedat(train_files[0])
+    np.testing.assert_array_equal(dataset.train_x[0], events_to_frames(*recording[:4], 3, "time", 12, "spikingjelly",
+                                                                       "bilinear"))
+    assert not np.array_equal(dataset.train_x[0], events_to_frames(*recording[:4], 3, "time", 12))

@@ -9,7 +9,7 @@ from minisnn.functions.loss import mean_over_time, softmax_cross_entropy
 from minisnn.gradcheck import gradcheck
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(st.integers(1, 5), st.integers(2, 6), st.data())
 def test_cross_entropy_gradient(n, k, data):
     z = data.draw(hnp.arrays(np.float64, (n, k), elements=st.floats(-5, 5)))
@@ -17,7 +17,7 @@ def test_cross_entropy_gradient(n, k, data):
     gradcheck(lambda t: softmax_cross_entropy(t, labels), z)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(st.integers(1, 4), st.integers(1, 3), st.integers(2, 4), st.data())
 def test_mean_over_time_then_loss_gradient(t, n, k, data):
     y = data.draw(hnp.arrays(np.float64, (t, n, k), elements=st.floats(-3, 3)))

@@ -8,7 +8,7 @@ from minisnn import Tensor, cli, no_grad
 from minisnn.checkpoint import save_checkpoint
 from minisnn.data import get_dataset
 from minisnn.models import PlainSpikingNet, resnet_small
-from minisnn.monitor import (E_AC_PJ, E_MAC_PJ, Recorder, format_table, mean_firing_rate, plot_firing_rates,
+from minisnn.monitor import (E_AC_PJ, E_MAC_PJ, FiringRates, Recorder, count_macs, format_table, plot_firing_rates,
                              plot_membrane, plot_raster)
 from minisnn.nn import LIF, Conv2d, Linear
 from minisnn.train import make_config, model_for
@@ -45,15 +45,36 @@ def test_recorder_keeps_spikes_and_membranes_of_every_lif_layer(recorded):
         assert s.shape == u.shape and s.shape[:2] == (T, 2)
         np.testing.assert_array_equal(s, (u >= 0.5).astype(s.dtype))  # o[t] = H(u[t] - V_th)
         assert rec.firing_rates()[name] == pytest.approx(s.mean())
-    assert mean_firing_rate(model) == pytest.approx(np.mean(list(rec.firing_rates().values())), rel=1e-6)
 
 
-def test_recorder_restores_the_model_on_exit(recorded):
+def test_recorder_removes_its_hooks_on_exit(recorded):
     model, _ = recorded
     for _, m in model.named_modules():
-        assert "forward" not in vars(m)  # the class's forward again
-        if isinstance(m, LIF):
-            assert m.record is False
+        assert not m._forward_hooks and not m._forward_pre_hooks
+        assert "forward" not in vars(m)  # the class's forward, never patched
+
+
+def test_monitors_nest_and_each_keeps_its_own_result():
+    """Recorder, MAC counting and firing rates at once, in either nesting order: each sees every layer,
+    the results equal those of each monitor alone, and every hook is gone afterwards."""
+    model = small_resnet().eval()
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    with no_grad():
+        with count_macs(model) as alone_macs:
+            model(x)
+        alone = run(model, x.data)
+        for outer, inner in ((Recorder, count_macs), (count_macs, Recorder)):
+            with outer(model) as a, inner(model) as b, FiringRates(model) as rates:
+                model(x)
+            rec, macs = (a, b) if outer is Recorder else (b, a)
+            assert macs.total == alone_macs.total > 0
+            assert rec.order == alone.order
+            for name in alone.spikes:
+                np.testing.assert_array_equal(rec.spikes[name], alone.spikes[name])
+                np.testing.assert_array_equal(rec.membrane[name], alone.membrane[name])
+                assert float(rates.layers[name]) == pytest.approx(alone.spikes[name].mean())
+            assert float(rates.mean()) == pytest.approx(np.mean(list(alone.firing_rates().values())), rel=1e-6)
+            assert all(not m._forward_hooks for _, m in model.named_modules())
 
 
 def test_sops_equal_macs_times_input_rate_times_T(recorded):

@@ -6,45 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn import nn
-from minisnn.backend import DeviceError, xp_for
 from minisnn.core import Function, Tensor, no_grad
+from minisnn.fast import reference_only
 from minisnn.functions import basic
 from minisnn.functions.neuron import LIF, lif
 from minisnn.functions.surrogate import get_surrogate
 from minisnn.gradcheck import gradcheck, numerical_grad
+from reference import reference_lif
+from strategies import lif_cases, seeds
 
 HEAVISIDE = ["rectangular", "sigmoid", "atan", "triangle"]
-
-
-@st.composite
-def lif_cases(draw):
-    """Random T in 1..8, batch and feature shapes, V_th, tau_decay, and input currents."""
-    T = draw(st.integers(1, 8))
-    shape = (T, draw(st.integers(1, 3))) + tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
-    v_th = draw(st.floats(0.1, 1.5))
-    tau = draw(st.floats(0.05, 1.0))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x = rng.normal(0.6 * v_th, v_th, size=shape)  # currents around threshold: some steps fire
-    return x, v_th, tau
-
-
-def reference_lif(x, v_th, tau, spike=lambda v: float(v >= 0), reset=None):
-    """Plain per-timestep, per-neuron Python loop over floats.
-
-    reset: optional array of o values to use, frozen, in the reset factor (1 - o[t-1]).
-    """
-    T = x.shape[0]
-    flat = x.reshape(T, -1)
-    u, o = np.zeros_like(flat), np.zeros_like(flat)
-    for i in range(flat.shape[1]):
-        u_prev = o_prev = 0.0
-        for t in range(T):
-            if reset is not None:
-                o_prev = reset.reshape(T, -1)[t - 1, i] if t > 0 else 0.0
-            u[t, i] = tau * u_prev * (1 - o_prev) + float(flat[t, i])
-            o[t, i] = spike(u[t, i] - v_th)
-            u_prev, o_prev = u[t, i], o[t, i]
-    return u.reshape(x.shape), o.reshape(x.shape)
+BOTH_PATHS = pytest.mark.parametrize("reference", [True, False], ids=["reference", "fast"])
 
 
 class SpikeFn(Function):
@@ -96,7 +68,7 @@ def test_known_trace_for_one_neuron():
     np.testing.assert_array_equal(lif(Tensor(np.full((3, 1), 0.5))).data[:, 0], [1, 1, 1])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(case=lif_cases())
 def test_forward_matches_plain_python_loop(case):
     x, v_th, tau = case
@@ -105,6 +77,8 @@ def test_forward_matches_plain_python_loop(case):
     u_ref, o_ref = reference_lif(x, v_th, tau)
     np.testing.assert_array_equal(o, o_ref)
     np.testing.assert_allclose(fn.u, u_ref, rtol=0, atol=0)
+    with no_grad():
+        np.testing.assert_array_equal(lif(Tensor(x), v_th, tau).data, o_ref)  # the fast path too
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -138,16 +112,18 @@ def test_bad_input_raises_clear_errors():
 
 
 # --------------------------------------------------------------------------------- backward
-@settings(max_examples=80, deadline=None)
+@BOTH_PATHS
+@settings(max_examples=50)
 @given(case=lif_cases(), k=st.floats(1.0, 6.0))
-def test_smooth_spike_backward_matches_finite_differences(case, k):
+def test_smooth_spike_backward_matches_finite_differences(reference, case, k):
     x, v_th, tau = case
     smooth = get_surrogate("smooth_sigmoid", k=k)
-    gradcheck(lambda t: lif(t, v_th, tau, smooth), x, atol=1e-7, rtol=1e-5)
+    with reference_only(reference):
+        gradcheck(lambda t: lif(t, v_th, tau, smooth), x, atol=1e-7, rtol=1e-5)
 
 
-@settings(max_examples=50, deadline=None)
-@given(case=lif_cases(), k=st.floats(1.0, 6.0), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=50)
+@given(case=lif_cases(), k=st.floats(1.0, 6.0), seed=seeds)
 def test_smooth_spike_detach_reset_matches_finite_differences_with_frozen_reset(case, k, seed):
     # detach_reset is the exact gradient of the LIF whose reset factor (1 - o[t-1]) is held at its
     # current value: differentiate that function numerically.
@@ -163,24 +139,25 @@ def test_smooth_spike_detach_reset_matches_finite_differences_with_frozen_reset(
     np.testing.assert_allclose(t.grad, numeric, rtol=1e-5, atol=1e-7)
 
 
-@settings(max_examples=100, deadline=None)
-@given(case=lif_cases(), name=st.sampled_from(HEAVISIDE), detach_reset=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-def test_heaviside_backward_matches_autograd_of_unrolled_graph(case, name, detach_reset, seed):
+@BOTH_PATHS
+@settings(max_examples=60)
+@given(case=lif_cases(), name=st.sampled_from(HEAVISIDE), detach_reset=st.booleans(), seed=seeds)
+def test_heaviside_backward_matches_autograd_of_unrolled_graph(reference, case, name, detach_reset, seed):
     x, v_th, tau = case
     surrogate = get_surrogate(name)
     weight = np.random.default_rng(seed).standard_normal(x.shape)
 
-    fused = Tensor(x.copy(), requires_grad=True)
-    y = lif(fused, v_th, tau, surrogate, detach_reset)
-    y.backward(weight.copy())
+    engine = Tensor(x.copy(), requires_grad=True)
+    with reference_only(reference):
+        y = lif(engine, v_th, tau, surrogate, detach_reset)
+        y.backward(weight.copy())
 
     unrolled = Tensor(x.copy(), requires_grad=True)
     y_ref = unrolled_lif(unrolled, v_th, tau, surrogate, detach_reset)
     y_ref.backward(weight.copy())
 
     np.testing.assert_array_equal(y.data, y_ref.data)
-    np.testing.assert_allclose(fused.grad, unrolled.grad, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(engine.grad, unrolled.grad, rtol=1e-10, atol=1e-10)
 
 
 def test_detach_reset_known_gradients():
@@ -197,20 +174,16 @@ def test_detach_reset_known_gradients():
 
 
 # ------------------------------------------------------------------------------------ module
-def test_module_matches_function_keeps_no_state_and_records():
+def test_module_matches_function_keeps_no_state_and_gives_its_membrane():
     x = np.random.default_rng(1).normal(0.5, 0.5, size=(5, 2, 3))
     layer = nn.LIF(v_th=0.4, tau_decay=0.5, surrogate="sigmoid", k=8)
     assert layer.surrogate.k == 8.0 and layer.parameters() == []
     first = layer(Tensor(x)).data
     np.testing.assert_array_equal(first, lif(Tensor(x), 0.4, 0.5).data)
     np.testing.assert_array_equal(layer(Tensor(x)).data, first)  # every call starts from rest
-    assert layer.last_spikes is None and layer.last_membrane is None
-
-    layer.record = True
-    with no_grad():
-        out = layer(Tensor(x))
-    assert layer.last_spikes is out.data
-    np.testing.assert_allclose(layer.last_membrane, reference_lif(x, 0.4, 0.5)[0], rtol=1e-12)
+    assert set(vars(layer)) == {"_parameters", "_buffers", "_modules", "_forward_pre_hooks", "_forward_hooks",
+                                "training", "v_th", "tau_decay", "surrogate", "detach_reset"}  # no state
+    np.testing.assert_allclose(layer.membrane(x), reference_lif(x, 0.4, 0.5)[0], rtol=1e-12)
     assert "sigmoid" in repr(layer).lower()
 
 
@@ -222,39 +195,3 @@ def test_module_gradient_flows_and_rejects_bad_settings():
         nn.LIF(tau_decay=-0.1)
     with pytest.raises(ValueError, match="unknown surrogate"):
         nn.LIF(surrogate="step")
-
-
-# ---------------------------------------------------------------------------------- GPU path
-def _cupy_or_skip():
-    try:
-        return xp_for("cuda")
-    except DeviceError as err:
-        pytest.skip(f"no usable GPU: {err}")
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("detach_reset", [False, True])
-@pytest.mark.parametrize("name", HEAVISIDE)
-def test_fused_cupy_kernels_match_numpy_path(name, detach_reset, dtype):
-    cp = _cupy_or_skip()
-    rng = np.random.default_rng(3)
-    x = rng.normal(0.4, 0.6, size=(6, 7, 3, 5)).astype(dtype)
-    weight = rng.standard_normal(x.shape).astype(dtype)
-    surrogate = get_surrogate(name)
-    results = []
-    for to in (np.asarray, cp.asarray):
-        t = Tensor(to(x), requires_grad=True)
-        fn = LIF(0.5, 0.3, surrogate, detach_reset)
-        y = fn(t)
-        saved = fn.u, fn.o
-        y.backward(to(weight))
-        results.append([np.asarray(a if isinstance(a, np.ndarray) else a.get())
-                        for a in (y.data, *saved, t.grad)])
-    assert fn.fused, "CuPy input with a named Heaviside surrogate should take the fused kernels"
-    (y0, u0, o0, g0), (y1, u1, o1, g1) = results
-    assert y1.dtype == dtype and o1.dtype == np.uint8
-    np.testing.assert_array_equal(y1, y0)
-    np.testing.assert_array_equal(o1, o0)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(u1, u0, rtol=tol, atol=tol)
-    np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol)

@@ -5,24 +5,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn.core import Tensor
+from minisnn.fast import reference_only
 from minisnn.functions.norm import batch_norm, tdbn
 from minisnn.gradcheck import gradcheck
 from minisnn.nn import BatchNorm, TdBN
+from reference import reference_batch_norm as reference
+from strategies import norm_cases as cases
+
+BOTH_PATHS = pytest.mark.parametrize("reference_path", [True, False], ids=["reference", "fast"])
 
 V_TH = 0.5
 EPS = 1e-5
-
-
-def reference(x, weight, bias, scale, axes, mean=None, var=None):
-    """NumPy y = lambda * scale * (x - mean) / sqrt(var + eps) + beta; batch statistics over ``axes``
-    unless mean and var (per channel) are given."""
-    shape = [1] * x.ndim
-    shape[2] = -1
-    if mean is None:
-        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
-    else:
-        mean, var = mean.reshape(shape), var.reshape(shape)
-    return weight.reshape(shape) * scale * (x - mean) / np.sqrt(var + EPS) + bias.reshape(shape)
 
 
 def stat_axes(ndim):
@@ -30,42 +23,32 @@ def stat_axes(ndim):
     return (0, 1) + tuple(range(3, ndim))
 
 
-@st.composite
-def cases(draw, per_timestep=False):
-    """A random [T, N, C, H, W] or [T, N, C] input, lambda, beta (float64), with >= 2 values per channel
-    (per timestep when per_timestep)."""
-    T, N, C = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    spatial = draw(st.sampled_from([(), (1, 2), (2, 2), (3, 2), (2, 1)]))
-    per_channel = N * int(np.prod(spatial)) * (1 if per_timestep else T)
-    if per_channel < 2:
-        N += 1
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x = rng.normal(rng.uniform(-3, 3), rng.uniform(0.5, 2), size=(T, N, C) + spatial)
-    return x, rng.standard_normal(C), rng.standard_normal(C), rng
-
-
 # ------------------------------------------------------------------------------------ gradients
-@settings(max_examples=30, deadline=None)
+@BOTH_PATHS
+@settings(max_examples=30)
 @given(cases(), st.floats(0.2, 1.5))
-def test_tdbn_train_gradients_match_finite_differences(case, alpha):
+def test_tdbn_train_gradients_match_finite_differences(reference_path, case, alpha):
     x, w, b, _ = case
-    gradcheck(lambda x, w, b: tdbn(x, w, b, None, None, True, alpha=alpha), x, w, b)
+    with reference_only(reference_path):
+        gradcheck(lambda x, w, b: tdbn(x, w, b, None, None, True, alpha=alpha), x, w, b)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(cases(per_timestep=True))
 def test_per_timestep_batch_norm_gradients_match_finite_differences(case):
     x, w, b, _ = case
     gradcheck(lambda x, w, b: batch_norm(x, w, b, None, None, True, per_timestep=True), x, w, b)
 
 
-@settings(max_examples=20, deadline=None)
+@BOTH_PATHS
+@settings(max_examples=20)
 @given(cases(), st.floats(0.2, 1.5))
-def test_tdbn_eval_gradients_match_finite_differences(case, alpha):
+def test_tdbn_eval_gradients_match_finite_differences(reference_path, case, alpha):
     x, w, b, rng = case
     C = x.shape[2]
     rm, rv = rng.standard_normal(C), rng.uniform(0.2, 3, C)
-    gradcheck(lambda x, w, b: tdbn(x, w, b, rm, rv, False, alpha=alpha), x, w, b)
+    with reference_only(reference_path):
+        gradcheck(lambda x, w, b: tdbn(x, w, b, rm, rv, False, alpha=alpha), x, w, b)
 
 
 def test_module_gradients_reach_lambda_and_beta():
@@ -95,7 +78,7 @@ def test_statistics_run_over_time_batch_and_space(spatial):
     np.testing.assert_allclose(y, reference(x, np.ones(C), np.zeros(C), V_TH, axes), rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(cases(), st.floats(0.2, 1.5))
 def test_output_has_mean_beta_and_std_lambda_alpha_vth(case, alpha):
     x, w, b, _ = case

@@ -184,8 +184,12 @@ def test_a_nan_loss_stops_training_and_tells_which_checkpoint_is_good(cifar_samp
         assert meta["epoch"] == 1 and not meta["interrupted"]
 
 
-@pytest.mark.parametrize("where", ["parameter", "optimizer slot", "buffer"])
-def test_a_non_finite_value_after_an_update_stops_training_naming_it(cifar_sample, tmp_path, where):
+@pytest.mark.parametrize("where, caught", [
+    ("parameter", "at epoch 2, step 2"),  # by the step's own read
+    ("optimizer slot", "before its checkpoint at end of epoch 2"),  # by the check before every save
+    ("buffer", "before its checkpoint at end of epoch 2"),
+])
+def test_a_non_finite_value_after_an_update_stops_training_naming_it(cifar_sample, tmp_path, where, caught):
     trainer = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="adam", lr=0.01))
     real_step, calls = trainer.optimizer.step, []
     conv = trainer.model.stem[0].conv
@@ -208,6 +212,19 @@ def test_a_non_finite_value_after_an_update_stops_training_naming_it(cifar_sampl
     name = {"parameter": "stem.0.conv.weight", "optimizer slot": "v of stem.0.conv.weight",
             "buffer": "stem.0.bn.running_var"}[where]
     message = str(err.value)
-    assert f"{name} became NaN or infinite" in message and "epoch 2, step 2" in message
+    assert f"{name} became NaN or infinite" in message and caught in message
     assert "(end of epoch 1)" in message and "lower --lr" in message
     assert load_checkpoint(tmp_path / "last.npz")["meta"]["epoch"] == 1
+
+
+def test_a_gpu_step_reads_the_device_once(stand_in, cifar_sample, tmp_path):
+    """On the strict CuPy stand-in: the fused optimizer is chosen, and each step's figures (loss, correct
+    answers, firing rate, non-finite flag) come back in one synchronisation, none of them implicit."""
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, device="cuda:0", batch_size=4, limit_train=8))
+    assert type(trainer.optimizer).__name__ == "FusedSGD"
+    stand_in.reset_counters()
+    loss, accuracy, rate, _ = trainer.train_epoch()  # two steps
+    assert len(stand_in.counters.syncs) == 2, stand_in.counters.syncs
+    assert all(s.startswith("get") for s in stand_in.counters.syncs)
+    assert np.dtype(np.float64) not in stand_in.counters.dtypes  # the float32 path stays float32
+    assert np.isfinite(loss) and 0 <= accuracy <= 1 and 0 < rate < 1

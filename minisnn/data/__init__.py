@@ -1,6 +1,7 @@
 """Data sets (CIFAR-10, sklearn digits), transforms and seeded batch iteration -- host-side NumPy."""
-from .cifar10 import (CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_URL, DatasetError,
-                      cifar10_folder, default_data_dir, download_file, load_cifar10, read_batch)
+from .errors import DatasetError
+from .cifar10 import (CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_URL, cifar10_folder,
+                      default_data_dir, download_file, load_cifar10, read_batch)
 from .digits import DIGITS_MEAN, DIGITS_STD, load_digits
 from .loader import DATASETS, BatchIterator, Dataset, get_dataset
 from .transforms import crop_and_flip, normalize, random_crop, random_flip

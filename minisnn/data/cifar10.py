@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .errors import DatasetError
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -38,10 +40,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 CACHE_ENV_VAR = "MINISNN_DATA"
-
-
-class DatasetError(RuntimeError):
-    """A data set is missing, cannot be downloaded, or a file of it is corrupt or unsafe."""
 
 
 # ------------------------------------------------------------------ reading batches

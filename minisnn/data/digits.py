@@ -6,7 +6,7 @@ into 1,437 training and 360 test images, so every run sees the same split. Needs
 """
 import numpy as np
 
-from .cifar10 import DatasetError
+from .errors import DatasetError
 
 TEST_SIZE = 360
 SPLIT_SEED = 0

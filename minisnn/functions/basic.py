@@ -386,6 +386,15 @@ def broadcast_to(x, shape):
     return BroadcastTo(shape)(x)
 
 
+def repeat_over_time(x, T):
+    """Direct encoding: an input [N, ...] presented unchanged at each of T timesteps, as [T, N, ...].
+
+    A broadcast view, no copy; its backward sums the T gradients back onto x.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    return broadcast_to(reshape(x, (1,) + x.shape), (T,) + x.shape)
+
+
 def sum_to(x, shape):
     if isinstance(x, Tensor) and x.shape == tuple(shape):
         return x
@@ -414,3 +423,35 @@ def mean(x, axis=None, keepdims=False):
 
 def max(x, axis=None, keepdims=False):
     return Max(axis, keepdims)(x)
+
+
+def _bind_tensor_operators():
+    """Give Tensor its operators and methods (x + y, x * y, x @ y, x[i], x.reshape, x.T, x.sum, ...).
+
+    ``core.py`` defines Tensor without knowing these Functions, so that they can import it; the
+    operators are attached here, once, when minisnn is imported (DeZero does the same).
+    """
+    def reshape_method(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return reshape(self, tuple(shape))
+
+    def transpose_method(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return transpose(self, tuple(axes) if axes else None)
+
+    operators = {
+        "__add__": add, "__radd__": lambda self, other: add(other, self),
+        "__sub__": sub, "__rsub__": lambda self, other: sub(other, self),
+        "__mul__": mul, "__rmul__": lambda self, other: mul(other, self),
+        "__truediv__": div, "__rtruediv__": lambda self, other: div(other, self),
+        "__neg__": neg, "__pow__": pow, "__matmul__": matmul, "__getitem__": getitem,
+        "reshape": reshape_method, "transpose": transpose_method, "T": property(lambda self: transpose(self)),
+        "sum": sum, "mean": mean,
+    }
+    for name, function in operators.items():
+        setattr(Tensor, name, function)
+
+
+_bind_tensor_operators()

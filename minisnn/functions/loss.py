@@ -8,7 +8,7 @@ With direct encoding the network's output is the mean over T of the last layer, 
 and its gradient is dL/dz = (softmax(z) - onehot(c)) / N. Subtracting max z keeps exp from
 overflowing for any finite logits.
 """
-from ..backend import get_array_module
+from ..backend import get_array_module, is_gpu_array
 from ..core import Function
 from .basic import mean
 
@@ -21,7 +21,11 @@ def log_softmax_array(z):
 
 
 class SoftmaxCrossEntropy(Function):
-    """L = mean_n(-log softmax(z_n)[c_n]);  dL/dz = (softmax(z) - onehot(c)) / N."""
+    """L = mean_n(-log softmax(z_n)[c_n]);  dL/dz = (softmax(z) - onehot(c)) / N.
+
+    Labels on the host are checked to lie in [0, K). Labels already on the GPU are not: reading them
+    back would stop the GPU once per step, so check them before they are moved (the Trainer does).
+    """
 
     def forward(self, z, labels):
         xp = get_array_module(z)
@@ -29,7 +33,7 @@ class SoftmaxCrossEntropy(Function):
             raise ValueError(f"cross-entropy expects logits [N, K], got shape {z.shape}")
         if labels.shape != (z.shape[0],):
             raise ValueError(f"cross-entropy expects labels [N] = [{z.shape[0]}], got shape {labels.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
+        if not is_gpu_array(labels) and labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
             raise ValueError(f"labels must lie in [0, {z.shape[1]}), got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         self.labels = labels.astype(xp.int64, copy=False)

@@ -15,15 +15,14 @@ Backward (STBP), t = T-1 down to 0, with dL/du[T] = 0 and gy[t] = dL/do[t] from 
 h' is the surrogate derivative (``functions/surrogate.py``). With ``detach_reset`` the reset factor
 (1 - o[t-1]) is treated as a constant, which drops the reset path: dL/do[t] = gy[t].
 
-On CuPy arrays with a named Heaviside surrogate, forward and backward each run as one fused kernel
-(one thread per neuron, looping over T) whose source below mirrors the NumPy loops line by line.
+This file is the reference, written to be read. ``lif`` runs the fast version of ``LIF`` where one
+exists (``minisnn/fast/neuron.py``: the loop on chunks of neurons across the CPU cores; one fused
+kernel per pass on CUDA), which the tests check equal to this one, bit for bit.
 """
-import functools
-import math
-
-from ..backend import get_array_module, is_gpu_array
+from ..backend import get_array_module
 from ..core import Function
-from ..parallel import map_chunks
+from ..fast import version_of
+from ..paper import TAU_DECAY, V_TH
 from .surrogate import get_surrogate
 
 
@@ -35,7 +34,7 @@ class LIF(Function):
     spike; floats for the smooth spike, whose o is not 0/1).
     """
 
-    def __init__(self, v_th=0.5, tau_decay=0.25, surrogate="rectangular", detach_reset=False):
+    def __init__(self, v_th=V_TH, tau_decay=TAU_DECAY, surrogate="rectangular", detach_reset=False):
         self.v_th = float(v_th)
         self.tau_decay = float(tau_decay)
         if not 0 <= self.tau_decay <= 1:
@@ -47,35 +46,17 @@ class LIF(Function):
         """u[t] = tau_decay * u[t-1] * (1 - o[t-1]) + x[t];  o[t] = H(u[t] - V_th);  u[-1] = o[-1] = 0."""
         xp = get_array_module(x)
         _check_input(x)
-        self.fused = is_gpu_array(x) and self.surrogate.cuda_grad() is not None
-        if self.fused:
-            self.u, self.o, spikes = _fused_forward(x, self.v_th, self.tau_decay)
-            return spikes
-        heaviside = self.surrogate.heaviside
-        u = xp.empty(x.shape, x.dtype)
-        o = xp.empty(x.shape, dtype=xp.uint8 if heaviside else x.dtype)
-        per_step = (len(x), -1)                    # [T, M]: neurons side by side, chunked across cores
-        x_, u_, o_ = x.reshape(per_step), u.reshape(per_step), o.reshape(per_step)
-        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n]), u_.shape[1], xp, u.nbytes)
+        tau, spike = self.tau_decay, self.surrogate.spike
+        u = xp.empty_like(x)
+        o = xp.empty(x.shape, dtype=xp.uint8 if self.surrogate.heaviside else x.dtype)
+        for t in range(len(x)):
+            if t == 0:
+                u[0] = x[0]                                            # u[-1] = o[-1] = 0
+            else:
+                u[t] = tau * u[t - 1] * (1 - o[t - 1]) + x[t]
+            o[t] = spike(u[t] - self.v_th)
         self.u, self.o = u, o
         return o.astype(x.dtype)
-
-    def _forward_loop(self, x, u, o):
-        """The loop over t for one chunk of neurons, each step written in place into u[t] and o[t]."""
-        xp = get_array_module(x)
-        tau, heaviside = self.tau_decay, self.surrogate.heaviside
-        for t in range(len(x)):
-            u_t = u[t]
-            if t == 0:
-                u_t[...] = x[0]                    # u[-1] = o[-1] = 0
-            else:
-                xp.multiply(u[t - 1], tau, out=u_t)
-                u_t *= 1 - o[t - 1]
-                u_t += x[t]
-            if heaviside:                          # H(u - V_th) = (u >= V_th), written as 0/1 bytes
-                xp.greater_equal(u_t, self.v_th, out=o[t])
-            else:
-                o[t] = self.surrogate.spike(u_t - self.v_th)
 
     def backward(self, gy):
         """STBP, t = T-1 .. 0, starting from dL/du[T] = 0:
@@ -85,44 +66,28 @@ class LIF(Function):
         dL/dx[t] = dL/du[t]
         """
         xp = get_array_module(gy)
-        if self.fused:
-            return _fused_backward(gy, self.u, self.o, self.v_th, self.tau_decay, self.detach_reset,
-                                   self.surrogate.cuda_grad())
-        gx = xp.empty_like(self.u)
-        per_step = (len(gx), -1)
-        gy_, u_, o_, gx_ = (a.reshape(per_step) for a in (gy, self.u, self.o, gx))
-        map_chunks(lambda n: self._backward_loop(gy_[:, n], u_[:, n], o_[:, n], gx_[:, n]), gx_.shape[1], xp,
-                   gx.nbytes)
+        tau, u, o = self.tau_decay, self.u, self.o
+        surrogate_grad = self.surrogate.grad(u - self.v_th)           # h'(u[t] - V_th), all t at once
+        gx = xp.empty_like(u)                                          # gx[t] = dL/du[t] = dL/dx[t]
+        last = len(u) - 1
+        for t in reversed(range(len(u))):
+            if t == last:                                              # dL/du[T] = 0
+                gx[t] = gy[t] * surrogate_grad[t]
+                continue
+            g_o = gy[t] if self.detach_reset else gy[t] - tau * u[t] * gx[t + 1]
+            gx[t] = g_o * surrogate_grad[t] + tau * gx[t + 1] * (1 - o[t])
         return gx
 
-    def _backward_loop(self, gy, u, o, gx):
-        """The STBP loop over t for one chunk of neurons, dL/du[t] written in place into gx[t]."""
-        xp = get_array_module(gy)
-        tau = self.tau_decay
-        surrogate_grad = self.surrogate.grad(u - self.v_th)   # h'(u[t] - V_th), all t at once
-        for t in reversed(range(len(u))):
-            g = gx[t]                                         # becomes dL/du[t], in place
-            if t == len(u) - 1 or self.detach_reset:          # dL/du[T] = 0, or the reset path cut
-                xp.multiply(gy[t], surrogate_grad[t], out=g)
-            else:
-                xp.multiply(u[t], tau, out=g)
-                g *= gx[t + 1]
-                xp.subtract(gy[t], g, out=g)                  # dL/do[t]
-                g *= surrogate_grad[t]
-            if t < len(u) - 1:
-                leak = gx[t + 1] * tau
-                leak *= 1 - o[t]
-                g += leak
 
-
-def lif(x, v_th=0.5, tau_decay=0.25, surrogate="rectangular", detach_reset=False):
+def lif(x, v_th=V_TH, tau_decay=TAU_DECAY, surrogate="rectangular", detach_reset=False):
     """Spikes o [T, N, ...] of LIF neurons driven by input currents x [T, N, ...] (see ``LIF``).
 
     v_th: firing threshold V_th. tau_decay: membrane decay factor per step, in [0, 1].
     surrogate: a name from ``surrogate.SURROGATES`` or a Surrogate object.
     detach_reset: treat the reset factor (1 - o[t-1]) as a constant in the backward pass.
+    Runs the fast version of ``LIF`` for x's device (``minisnn.fast.version_of``).
     """
-    return LIF(v_th, tau_decay, surrogate, detach_reset)(x)
+    return version_of(LIF, x)(v_th, tau_decay, surrogate, detach_reset)(x)
 
 
 def _check_input(x):
@@ -130,72 +95,3 @@ def _check_input(x):
         raise ValueError(f"lif: x must have shape [T, N, ...] (at least 2 dimensions), got shape {x.shape}")
     if x.dtype.kind != "f":
         raise TypeError(f"lif: x must be a float array (float32 or float64), got dtype {x.dtype}")
-
-
-# ------------------------------------------------------------------------ fused GPU kernels
-# One thread per neuron i of the [T, M] view (M = N * ...), looping over t. F is x's float type.
-# Compiled with --fmad=false so that a * b + c rounds twice, exactly like the NumPy loop.
-
-_FORWARD_SOURCE = """
-F u_prev = 0;                                        // u[-1] = 0
-unsigned char o_prev = 0;                            // o[-1] = 0
-for (ptrdiff_t t = 0; t < steps; ++t) {
-    const ptrdiff_t k = t * neurons + i;             // element (t, i)
-    const F u_t = tau * u_prev * (F)(1 - o_prev) + x[k];     // u[t] = tau u[t-1] (1 - o[t-1]) + x[t]
-    const unsigned char o_t = (u_t - v_th) >= 0;             // o[t] = H(u[t] - V_th)
-    u[k] = u_t;
-    o[k] = o_t;
-    spikes[k] = (F)o_t;
-    u_prev = u_t;
-    o_prev = o_t;
-}
-"""
-
-_BACKWARD_SOURCE = """
-F g_next = 0;                                        // dL/du[T] = 0
-for (ptrdiff_t t = steps - 1; t >= 0; --t) {
-    const ptrdiff_t k = t * neurons + i;             // element (t, i)
-    const F u_t = u[k];
-    const F g_o = detach_reset ? gy[k] : gy[k] - tau * u_t * g_next;                 // dL/do[t]
-    const F g_u = g_o * surrogate_grad(u_t - v_th) + tau * g_next * (F)(1 - o[k]);  // dL/du[t]
-    gx[k] = g_u;                                     // dL/dx[t] = dL/du[t]
-    g_next = g_u;
-}
-"""
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_kernel(cp):
-    return cp.ElementwiseKernel(
-        "raw F x, int64 steps, int64 neurons, F v_th, F tau",
-        "raw F u, raw uint8 o, raw F spikes",
-        _FORWARD_SOURCE, "minisnn_lif_forward", options=("--fmad=false",))
-
-
-@functools.lru_cache(maxsize=None)
-def _backward_kernel(cp, surrogate_source):
-    return cp.ElementwiseKernel(
-        "raw F gy, raw F u, raw uint8 o, int64 steps, int64 neurons, F v_th, F tau, bool detach_reset",
-        "raw F gx",
-        _BACKWARD_SOURCE, "minisnn_lif_backward", preamble=surrogate_source, options=("--fmad=false",))
-
-
-def _fused_forward(x, v_th, tau_decay):
-    """The forward loop as one CuPy kernel. Returns u, o (uint8) and the spikes in x's dtype."""
-    cp = get_array_module(x)
-    x = cp.ascontiguousarray(x)
-    steps, neurons = x.shape[0], math.prod(x.shape[1:])
-    u, o, spikes = cp.empty_like(x), cp.empty(x.shape, cp.uint8), cp.empty_like(x)
-    _forward_kernel(cp)(x, steps, neurons, v_th, tau_decay, u, o, spikes, size=neurons)
-    return u, o, spikes
-
-
-def _fused_backward(gy, u, o, v_th, tau_decay, detach_reset, surrogate_source):
-    """The STBP backward loop as one CuPy kernel. Returns dL/dx."""
-    cp = get_array_module(gy)
-    gy = cp.ascontiguousarray(gy, dtype=u.dtype)
-    steps, neurons = u.shape[0], math.prod(u.shape[1:])
-    gx = cp.empty_like(u)
-    _backward_kernel(cp, surrogate_source)(gy, u, o, steps, neurons, v_th, tau_decay, detach_reset, gx,
-                                           size=neurons)
-    return gx

@@ -13,10 +13,15 @@ scale = alpha * V_th = 1; with ``per_timestep=True`` it takes statistics separat
 2-D batch norm applied step by step does. In eval mode running statistics replace the batch ones;
 training updates them as running = (1 - momentum) * running + momentum * batch, using the unbiased
 variance n / (n - 1) * var_c for running_var (as PyTorch does).
+
+This file is the reference, written to be read. ``batch_norm`` runs the fast version of
+``BatchNormFunction`` where one exists (``minisnn/fast/norm.py``: sums in float64, every pass on batch
+chunks across the CPU cores), which the tests check equal to this one.
 """
-from ..core import Function, as_tensor
 from ..backend import get_array_module
-from ..parallel import map_chunks
+from ..core import Function, as_tensor
+from ..fast import version_of
+from ..paper import V_TH
 from .basic import concatenate, reshape
 
 
@@ -24,29 +29,21 @@ class BatchNormFunction(Function):
     """Per-channel normalisation of a [B, C, ...] array over every axis but the channel axis 1.
 
     Inputs x [B, C, ...], weight lambda [C], bias beta [C]; s = ``scale`` (alpha * V_th for tdBN,
-    1 for plain batch norm). With n = number of elements per channel:
+    1 for plain batch norm). With n = number of elements per channel and means/sums per channel:
 
         forward:   istd = 1 / sqrt(var + eps),   xn = (x - mean) * istd,   y = lambda * s * xn + beta
 
     Training (mean, var = the batch's own per-channel statistics, which depend on x):
 
         g_hat   = gy * lambda * s
-        dx      = istd * (g_hat - mean(g_hat) - xn * mean(g_hat * xn))      (means per channel)
-        dlambda = sum(gy * s * xn),    dbeta = sum(gy)                       (sums per channel)
+        dx      = istd * (g_hat - mean(g_hat) - xn * mean(g_hat * xn))
+        dlambda = sum(gy * s * xn),    dbeta = sum(gy)
 
     Eval (mean, var = running_mean, running_var, constants):
 
         dx = istd * g_hat,   dlambda and dbeta as above.
 
-    Statistics: mean = sum(x) / n (summed in float64), then var = mean((x - mean)^2) from the
-    centred x that y is built from anyway, so no array beyond y is made. Only x is kept for backward
-    -- it is alive anyway as this Function's input -- and x - mean is rebuilt from it there, so no
-    normalised copy waits in memory between forward and backward.
-    The per-channel means in dx reuse the parameter gradients: mean(g_hat) = lambda * s * dbeta / n
-    and mean(g_hat * xn) = lambda * dlambda / n, so backward makes only two reductions.
     Training also updates ``running_mean`` / ``running_var`` in place (when they are given).
-    On the CPU every pass -- the sums, centring, scaling, and dx -- runs on batch chunks across the
-    cores (``parallel.map_chunks``); per-channel sums add the chunks' partial sums.
     """
 
     def __init__(self, running_mean, running_var, training, scale=1.0, momentum=0.1, eps=1e-5):
@@ -55,44 +52,20 @@ class BatchNormFunction(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
-        x3 = x.reshape(x.shape[0], x.shape[1], -1)  # [B, C, S]: statistics over axes 0 and 2
-        n = x3.shape[0] * x3.shape[2]
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)          # [B, C, S]: statistics over axes 0 and 2
         if self.training:
-            mean = self._sum(lambda b: x3[b].sum(axis=(0, 2), dtype=xp.float64), x3) / n
+            mean, var = x3.mean(axis=(0, 2)), x3.var(axis=(0, 2))
+            self._update_running(mean, var, x3.shape[0] * x3.shape[2])
         else:
-            mean = self.running_mean
-        self.mean = mean.astype(x.dtype)[:, None]                    # per channel, broadcast over S
-        y = xp.empty_like(x3)
-
-        def centre(b):                                               # y = x - mean; its sum of squares
-            xp.subtract(x3[b], self.mean, out=y[b])
-            return xp.einsum("bcs,bcs->c", y[b], y[b]) if self.training else None
-
-        squares = self._sum(centre, x3)
-        if self.training:
-            var = squares / n                                        # biased, two-pass: no cancellation
-            self._update_running(mean, var, n)
-        else:
-            var = self.running_var
-        self.istd = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)[:, None]
-        self.x3, self.weight = x3, weight
-        gain, shift = self.istd * (weight[:, None] * self.scale), bias[:, None]
-
-        def scale(b):                                                # lambda s (x - mean) istd + beta
-            y[b] *= gain
-            y[b] += shift
-
-        map_chunks(scale, len(y), xp, y.nbytes)
+            mean, var = self.running_mean, self.running_var
+        self.istd = xp.asarray(1 / xp.sqrt(var + self.eps), dtype=x.dtype)[:, None]
+        self.xn = (x3 - xp.asarray(mean, dtype=x.dtype)[:, None]) * self.istd
+        self.weight = weight
+        y = (weight * self.scale)[:, None] * self.xn + bias[:, None]
         return y.reshape(x.shape)
 
-    @staticmethod
-    def _sum(per_chunk, x3):
-        """Sum of per_chunk(b) over chunks b of the batch axis, computed across the CPU cores."""
-        parts = map_chunks(per_chunk, len(x3), get_array_module(x3), x3.nbytes)
-        return None if parts[0] is None else sum(parts[1:], parts[0])
-
     def _update_running(self, mean, var, n):
-        """running = (1 - m) * running + m * batch, with the unbiased variance for running_var."""
+        """running = (1 - m) * running + m * batch, with the unbiased variance n/(n-1) var for running_var."""
         if self.running_mean is None:
             return
         m = self.momentum
@@ -100,32 +73,18 @@ class BatchNormFunction(Function):
         self.running_var[...] = (1 - m) * self.running_var + m * var * (n / (n - 1))
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        x3, mean, istd = self.x3, self.mean, self.istd
-        gy3 = gy.reshape(x3.shape)
-        n = gy3.shape[0] * gy3.shape[2]
-        sums = self._sum(lambda b: xp.stack([gy3[b].sum(axis=(0, 2)),
-                                             xp.einsum("bcs,bcs->c", gy3[b], x3[b] - mean)]), x3)
-        sum_gy, sum_gy_xn = sums[0], sums[1] * istd[:, 0]          # = dbeta and dlambda / s
+        xn, istd = self.xn, self.istd
+        gy3 = gy.reshape(xn.shape)
+        dbeta = gy3.sum(axis=(0, 2))
+        dlambda = (gy3 * xn).sum(axis=(0, 2)) * self.scale
         gx = None
         if self.needs_input_grad[0]:
-            gain = self.weight[:, None] * (self.scale * istd)        # dy/dx with the statistics held fixed
-            gx = xp.empty_like(x3)
-
-            def input_grad(b):                                       # gain (gy - sum_gy/n - xn sum_gy_xn/n)
-                g = gx[b]
-                if not self.training:
-                    xp.multiply(gy3[b], gain, out=g)
-                    return
-                xp.subtract(x3[b], mean, out=g)                      # x - mean; xn = (x - mean) istd
-                g *= istd * (-sum_gy_xn[:, None] / n)
-                g += gy3[b]
-                g -= sum_gy[:, None] / n
-                g *= gain
-
-            map_chunks(input_grad, len(gx), xp, gx.nbytes)
-            gx = gx.reshape(gy.shape)
-        return gx, sum_gy_xn * self.scale, sum_gy
+            g_hat = gy3 * (self.weight * self.scale)[:, None]
+            if self.training:
+                g_hat = (g_hat - g_hat.mean(axis=(0, 2), keepdims=True)
+                         - xn * (g_hat * xn).mean(axis=(0, 2), keepdims=True))
+            gx = (istd * g_hat).reshape(gy.shape)
+        return gx, dlambda, dbeta
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, per_timestep=False, scale=1.0,
@@ -145,11 +104,12 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, per_timeste
                                        False, scale, momentum, eps) for t in range(x.shape[0])])
     T, N = x.shape[:2]
     folded = reshape(x, (T * N,) + x.shape[2:])
-    y = BatchNormFunction(running_mean, running_var, training, scale, momentum, eps)(folded, weight, bias)
+    function = version_of(BatchNormFunction, folded)
+    y = function(running_mean, running_var, training, scale, momentum, eps)(folded, weight, bias)
     return reshape(y, x.shape)
 
 
-def tdbn(x, weight, bias, running_mean, running_var, training, alpha=1.0, v_th=0.5, momentum=0.1, eps=1e-5):
+def tdbn(x, weight, bias, running_mean, running_var, training, alpha=1.0, v_th=V_TH, momentum=0.1, eps=1e-5):
     """Threshold-dependent batch norm of a [T, N, C, ...] Tensor, statistics over (T, N, H, W):
 
         y = lambda * alpha * V_th * (x - mean_c) / sqrt(var_c + eps) + beta.

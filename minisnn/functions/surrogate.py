@@ -32,6 +32,7 @@ input's float type). Custom surrogates subclass ``Surrogate`` and implement ``gr
 import math
 
 from ..backend import get_array_module
+from ..paper import SURROGATE_WIDTH
 
 
 def _positive(name, value):
@@ -39,6 +40,15 @@ def _positive(name, value):
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"surrogate parameter {name} must be a finite number > 0, got {value!r}")
     return value
+
+
+def _constant(value, what):
+    """A constant of the CUDA source, written so that C reads back the same double (repr round-trips);
+    a parameter whose constant overflows is refused, since no float can hold it."""
+    if not math.isfinite(value):
+        raise ValueError(f"surrogate parameters give {what} = {value}, which no float can hold; choose a "
+                         "parameter closer to 1")
+    return repr(value)
 
 
 class Surrogate:
@@ -68,8 +78,9 @@ class Surrogate:
 class Rectangular(Surrogate):
     """h'(v) = (1/a) * 1{|v| < a/2}: a box of width a and height 1/a (the paper's choice, a = 1)."""
 
-    def __init__(self, a=1.0):
+    def __init__(self, a=SURROGATE_WIDTH):
         self.a = _positive("a", a)
+        self.cuda_grad()  # refuse a width whose constants overflow now, not when the kernel compiles
 
     def grad(self, v):
         xp = get_array_module(v)
@@ -79,8 +90,8 @@ class Rectangular(Surrogate):
     def cuda_grad(self):
         return f"""
 __device__ F surrogate_grad(F v) {{
-    const F inside = (F)(fabs(v) < (F){self.a / 2!r});
-    return inside * (F){1 / self.a!r};
+    const F inside = (F)(fabs(v) < (F){_constant(self.a / 2, "a/2")});
+    return inside * (F){_constant(1 / self.a, "1/a")};
 }}"""
 
 
@@ -94,6 +105,7 @@ class Sigmoid(Surrogate):
 
     def __init__(self, k=4.0):
         self.k = _positive("k", k)
+        self.cuda_grad()
 
     def _sigmoid(self, v):
         xp = get_array_module(v)
@@ -106,8 +118,8 @@ class Sigmoid(Surrogate):
     def cuda_grad(self):
         return f"""
 __device__ F surrogate_grad(F v) {{
-    const F s = (F)0.5 * ((F)1 + tanh(v * (F){self.k / 2!r}));
-    return (F){self.k!r} * s * ((F)1 - s);
+    const F s = (F)0.5 * ((F)1 + tanh(v * (F){_constant(self.k / 2, "k/2")}));
+    return (F){_constant(self.k, "k")} * s * ((F)1 - s);
 }}"""
 
 
@@ -116,6 +128,7 @@ class ATan(Surrogate):
 
     def __init__(self, alpha=2.0):
         self.alpha = _positive("alpha", alpha)
+        self.cuda_grad()
 
     def grad(self, v):
         z = v * (math.pi / 2 * self.alpha)
@@ -124,8 +137,8 @@ class ATan(Surrogate):
     def cuda_grad(self):
         return f"""
 __device__ F surrogate_grad(F v) {{
-    const F z = v * (F){math.pi / 2 * self.alpha!r};
-    return (F){self.alpha / 2!r} / ((F)1 + z * z);
+    const F z = v * (F){_constant(math.pi / 2 * self.alpha, "pi/2 alpha")};
+    return (F){_constant(self.alpha / 2, "alpha/2")} / ((F)1 + z * z);
 }}"""
 
 
@@ -134,6 +147,7 @@ class Triangle(Surrogate):
 
     def __init__(self, a=1.0):
         self.a = _positive("a", a)
+        self.cuda_grad()
 
     def grad(self, v):
         xp = get_array_module(v)
@@ -142,7 +156,7 @@ class Triangle(Surrogate):
     def cuda_grad(self):
         return f"""
 __device__ F surrogate_grad(F v) {{
-    return fmax((F)1 - fabs(v) * (F){1 / self.a!r}, (F)0) * (F){1 / self.a!r};
+    return fmax((F)1 - fabs(v) * (F){_constant(1 / self.a, "1/a")}, (F)0) * (F){_constant(1 / self.a, "1/a")};
 }}"""
 
 

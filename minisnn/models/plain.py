@@ -10,7 +10,7 @@ pre-activations, firing rates and gradient norms in a healthy range at every dep
 import numpy as np
 
 from ..core import Tensor
-from ..functions.basic import broadcast_to, mean
+from ..functions.basic import mean, repeat_over_time
 from ..nn import LIF, BatchNorm, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
 from .resnet import v_th_of
 
@@ -52,5 +52,10 @@ class PlainSpikingNet(Module):
         if not isinstance(x, Tensor):
             x = Tensor(x)
         if x.ndim == 4:
-            x = broadcast_to(x.reshape((1,) + x.shape), (self.T,) + x.shape)
+            x = repeat_over_time(x, self.T)
         return mean(self.fc(self.pool(self.features(x))), axis=0)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them to the sequence [T, N, ...]; the direct
+        encoding before them and the mean over T after them are not layers."""
+        return [("features", self.features), ("pool", self.pool), ("fc", self.fc)]

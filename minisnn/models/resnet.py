@@ -12,32 +12,43 @@ ResNet-19 (CIFAR-10): conv3x3 128 + tdBN + LIF; BasicBlocks 3x128, 3x256 (stride
 global average pooling; FC 256 + LIF; FC 10. Input images are presented unchanged at every timestep
 (direct encoding); the output is the mean over T of the last layer.
 """
-import math
-
 import numpy as np
 
 from ..core import Tensor
-from ..functions.basic import broadcast_to, mean
+from ..functions.basic import mean, repeat_over_time
 from ..nn import LIF, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
-
-RESIDUAL_ALPHA = 1 / math.sqrt(2)
+from ..paper import RESIDUAL_ALPHA, V_TH
 
 
 def v_th_of(neuron):
-    """The firing threshold the LIF layers will use: tdBN scales its output by this V_th."""
-    return neuron.get("v_th", LIF().v_th)
+    """The firing threshold the LIF layers built from the settings ``neuron`` will use (tdBN scales its
+    output by it): ``neuron["v_th"]``, else the paper's V_TH."""
+    return neuron.get("v_th", V_TH)
+
+
+class Residual:
+    """A residual join in a ``forward_order``: the sum of its ``paths``, (name, module) pairs that all
+    receive the same input; a module of None is the identity. It has no layer of its own, so it
+    stands in a forward order under the name None."""
+
+    def __init__(self, *paths):
+        self.paths = paths
 
 
 class ConvBN(Module):
     """conv (no bias: tdBN's beta is the bias) followed by tdBN with the given alpha."""
 
-    def __init__(self, cin, cout, kernel, stride=1, alpha=1.0, v_th=0.5, seed=None):
+    def __init__(self, cin, cout, kernel, stride=1, alpha=1.0, v_th=V_TH, seed=None):
         super().__init__()
         self.conv = Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False, seed=seed)
         self.bn = TdBN(cout, alpha=alpha, v_th=v_th)
 
     def forward(self, x):
         return self.bn(self.conv(x))
+
+    def forward_order(self):
+        """(name, layer) in the order forward applies them."""
+        return [("conv", self.conv), ("bn", self.bn)]
 
 
 class BasicBlock(Module):
@@ -63,6 +74,11 @@ class BasicBlock(Module):
     def forward(self, x):
         skip = x if self.shortcut is None else self.shortcut(x)
         return self.lif(self.branch(x) + skip)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them: the residual sum branch(x) + shortcut(x)
+        (a shortcut of None is the identity), then the LIF."""
+        return [(None, Residual(("branch", self.branch), ("shortcut", self.shortcut))), ("lif", self.lif)]
 
 
 class Bottleneck(BasicBlock):
@@ -118,11 +134,11 @@ class SpikingResNet(Module):
             x = Tensor(x)
         if x.ndim == 4:
             # Direct encoding: conv and tdBN of a repeated image are the same at every t (tdBN's
-            # statistics over T copies equal those over one), so compute them once and repeat the
-            # result T times; broadcast_to's backward sums the T gradients back.
+            # statistics over T copies equal those over one), so compute them on one timestep and
+            # repeat the result T times; the repeat's backward sums the T gradients back.
             conv_bn, lif = self.stem[0], self.stem[1]
-            h = conv_bn(x.reshape((1,) + x.shape))
-            h = lif(broadcast_to(h, (self.T,) + h.shape[1:]))
+            h = conv_bn(repeat_over_time(x, 1))
+            h = lif(repeat_over_time(h.reshape(h.shape[1:]), self.T))
         elif x.ndim == 5:
             h = self.stem(x)
         else:
@@ -130,6 +146,11 @@ class SpikingResNet(Module):
         h = self.layers(h)
         h = self.head(self.pool(h))
         return mean(h, axis=0)
+
+    def forward_order(self):
+        """(name, part) in the order forward applies them to the sequence [T, N, ...]; the direct
+        encoding before them and the mean over T after them are not layers."""
+        return [("stem", self.stem), ("layers", self.layers), ("pool", self.pool), ("head", self.head)]
 
 
 def resnet19(num_classes=10, in_channels=3, T=2, **kwargs):

@@ -4,7 +4,13 @@ A ``Module`` registers whatever is assigned to it: a ``Parameter`` (a Tensor tha
 gradient), a sub-``Module``, or a buffer (a raw array such as tdBN's running mean, registered with
 ``register_buffer``). Names follow attribute paths, e.g. ``layer1.0.bn1.weight``, so ``state_dict``
 is a flat ``{name: array}`` dict that saves to ``.npz`` without pickle.
+
+Calling a module runs its forward between its hooks: ``register_forward_pre_hook(fn)`` and
+``register_forward_hook(fn)`` let a monitor look at (or replace) what goes in and comes out without
+touching the module's code; both return a handle whose ``remove()`` takes the hook away again.
 """
+import itertools
+
 import numpy as np  # dtype objects only
 
 from ..backend import as_numpy, get_array_module, to_device
@@ -18,6 +24,26 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, name=name)
 
 
+class HookHandle:
+    """Returned by ``register_forward_hook`` / ``register_forward_pre_hook``: ``remove()`` unregisters
+    the hook (a second call does nothing). Also a context manager that removes it on exit."""
+    _ids = itertools.count()
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.id = hooks, next(HookHandle._ids)
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
 class Module:
     """Base class of layers and models. Subclasses define ``forward``; call the module itself."""
 
@@ -25,6 +51,8 @@ class Module:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -46,11 +74,32 @@ class Module:
         setattr(self, name, array)
         self._buffers[name] = True
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *inputs):
         raise NotImplementedError
 
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+    def __call__(self, *inputs):
+        """forward(*inputs), with the pre-hooks run before it and the hooks after it, in the order
+        they were registered."""
+        for hook in list(self._forward_pre_hooks.values()):
+            replaced = hook(self, inputs)
+            if replaced is not None:
+                inputs = replaced if isinstance(replaced, tuple) else (replaced,)
+        output = self.forward(*inputs)
+        for hook in list(self._forward_hooks.values()):
+            replaced = hook(self, inputs, output)
+            if replaced is not None:
+                output = replaced
+        return output
+
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(module, inputs)`` before every forward; a non-None result replaces the inputs
+        (a tuple, or a single input). Returns a handle whose ``remove()`` unregisters it."""
+        return HookHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward; a non-None result replaces the
+        output. Returns a handle whose ``remove()`` unregisters it."""
+        return HookHandle(self._forward_hooks, hook)
 
     # -- traversal ------------------------------------------------------------------------------
     def named_modules(self, prefix=""):

@@ -8,6 +8,7 @@ import numpy as np  # host-side initial values only; .to(device) moves them
 
 from ..backend import get_array_module
 from ..functions.norm import batch_norm
+from ..paper import V_TH
 from .module import Module, Parameter
 
 
@@ -57,7 +58,7 @@ class TdBN(BatchNorm):
     alpha = 1 in general, 1/sqrt(2) on both branches that meet at a residual addition.
     """
 
-    def __init__(self, num_channels, alpha=1.0, v_th=0.5, eps=1e-5, momentum=0.1):
+    def __init__(self, num_channels, alpha=1.0, v_th=V_TH, eps=1e-5, momentum=0.1):
         super().__init__(num_channels, per_timestep=False, eps=eps, momentum=momentum, scale=alpha * v_th)
         self.alpha, self.v_th = alpha, v_th
 

@@ -1,4 +1,4 @@
-"""Spreading a batch over the CPU's cores.
+"""Splitting a batch into chunks: across the CPU's cores, and within a memory budget on the GPU.
 
 NumPy runs its elementwise loops, copies and reductions on one core. So on the CPU minisnn splits a
 large batch into contiguous chunks (about CHUNK_BYTES each, at least one per worker) and runs them in a
@@ -23,7 +23,13 @@ with one worker and 0.28-0.35 s with two (benchmarks/RESULTS.md). Set ``MINISNN_
 nets.
 
 ``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
-``set_workers(n)`` changes it at run time. On CuPy there is one chunk: the GPU is parallel already.
+``set_workers(n)`` changes it at run time. On CuPy ``map_chunks`` runs one chunk: the GPU is parallel
+already.
+
+On the GPU the limit is memory, not cores: a convolution's im2col columns are kh*kw times its input,
+so a large batch is cut into ``gpu_chunks`` whose temporaries fit ``gpu_chunk_bytes()`` -- a quarter
+of the memory the device has free (what the driver reports free plus what CuPy's pool holds unused),
+or ``MINISNN_GPU_CHUNK_MB`` megabytes when set.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 ENV_VAR = "MINISNN_THREADS"
+GPU_CHUNK_ENV_VAR = "MINISNN_GPU_CHUNK_MB"
 CHUNK_BYTES = 4 << 20  # the memory one chunk should touch: a share of the L2/L3 cache
 SPLIT_BYTES = 1 << 20  # smaller jobs stay in the calling thread: handing them over costs more than it saves
 
@@ -101,3 +108,21 @@ def map_chunks(fn, n, xp=np, nbytes=0):
         _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
     with _blas_one_thread():
         return list(_pool.map(fn, chunks(n, max(parts, workers()))))
+
+
+def gpu_chunk_bytes(cp):
+    """The most bytes the temporaries of one GPU chunk may take: $MINISNN_GPU_CHUNK_MB megabytes, else a
+    quarter of the device memory that is free (free on the device plus unused in CuPy's pool)."""
+    raw = os.environ.get(GPU_CHUNK_ENV_VAR)
+    if raw is not None:
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise ValueError(f"${GPU_CHUNK_ENV_VAR} must be a positive number of megabytes, got {raw!r}")
+        return int(raw) << 20
+    free, _ = cp.cuda.runtime.memGetInfo()
+    return (free + cp.get_default_memory_pool().free_bytes()) // 4
+
+
+def gpu_chunks(n, nbytes, cp):
+    """Contiguous slices covering range(n), as few as keep each one's share of ``nbytes`` within
+    ``gpu_chunk_bytes``."""
+    return chunks(n, -(-nbytes // gpu_chunk_bytes(cp)))
