@@ -30,6 +30,13 @@ def peer_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def cuda_torch():
+    """True when the installed PyTorch can use a GPU (checked in a fresh process: torch is heavy)."""
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() == "True"
+
+
 def run_peer(config, threads=2, timeout=3600):
     """The PyTorch peer on one configuration, in a fresh process; returns its JSON row."""
     env = dict(os.environ, **{var: str(threads) for var in THREAD_VARS})
@@ -37,7 +44,8 @@ def run_peer(config, threads=2, timeout=3600):
     cmd = [sys.executable, str(PEER), "--model", config["model"], "-T", str(config["T"]),
            "--batch", str(config["batch"]), "--steps", str(config["steps"]),
            "--warmup", str(config["warmup"]), "--threads", str(threads),
-           "--width", str(args.get("width", 32)), "--blocks", *map(str, args.get("blocks", (1, 1, 1)))]
+           "--width", str(args.get("width", 32)), "--blocks", *map(str, args.get("blocks", (1, 1, 1))),
+           "--device", config.get("device", "cpu")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"torch benchmark failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
@@ -150,7 +158,7 @@ def run(models=("resnet19",), Ts=(2, 4, 6), batches=(8, 32), steps=3, warmup=1, 
     """The whole benchmark: every (model, T, batch), then resnet_small with n BasicBlocks per stage for
     n in ``depths`` (T = the first of Ts, batch ``depth_batch``). Emits JSON lines; appends a Markdown
     table to ``results`` when given. Returns the rows."""
-    peer = peer and device == "cpu" and peer_available()
+    peer = peer and peer_available() and (device == "cpu" or cuda_torch())
     todo = configs(models, Ts, batches, model_args, steps, warmup, device, gemm_size)
     for n in depths:
         todo += configs(["resnet_small"], Ts[:1], [depth_batch], dict(model_args or {}, blocks=(n, n, n)),

@@ -124,15 +124,17 @@ def current_rss_mb():
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, blocks=(1, 1, 1), seed=0):
-    """Time ``steps`` training steps after ``warmup`` ones. Returns a dict of figures."""
+def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, blocks=(1, 1, 1), seed=0,
+        device="cpu"):
+    """Time ``steps`` training steps after ``warmup`` ones on ``device`` ('cpu' or 'cuda'). Returns a dict."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net = build(model, T, width, blocks)
+    device = torch.device("cuda" if device.startswith("cuda") else "cpu")
+    net = build(model, T, width, blocks).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, 3, 32, 32, generator=gen)
-    y = torch.randint(0, 10, (batch,), generator=gen)
+    x = torch.rand(batch, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     base_rss = current_rss_mb()
     times = []
     for i in range(warmup + steps):
@@ -141,6 +143,8 @@ def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, 
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -148,7 +152,8 @@ def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, 
     return {"framework": "torch", "torch": torch.__version__, "model": model, "T": T, "batch": batch,
             "threads": threads, "step_s": median, "step_s_all": times, "images_per_s": batch / median,
             "peak_rss_mb": peak, "base_rss_mb": base_rss, "step_rss_mb": peak - base_rss,
-            "loss": loss.item()}
+            "loss": loss.item(), "device": str(device),
+            "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
 
 
 def main(argv=None):
@@ -161,8 +166,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1])
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     a = p.parse_args(argv)
-    print(json.dumps(run(a.model, a.T, a.batch, a.steps, a.warmup, a.threads, a.width, tuple(a.blocks))))
+    print(json.dumps(run(a.model, a.T, a.batch, a.steps, a.warmup, a.threads, a.width, tuple(a.blocks),
+                         device=a.device)))
     return 0
 
 

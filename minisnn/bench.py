@@ -40,6 +40,7 @@ from .core import Tensor
 from .functions.loss import softmax_cross_entropy
 from .models import build_model
 from .monitor import count_macs
+from .fast import version_of
 from .optim import SGD
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -83,7 +84,8 @@ def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu"
     device = get_device(device)
     xp = xp_for(device)
     net = build_model(model, T=T, seed=seed, **(model_args or {})).to(device)
-    optimizer = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    params = net.parameters()
+    optimizer = version_of(SGD, params[0].data)(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(seed)
     images = xp.asarray(rng.random((batch, 3, 32, 32), dtype=np.float32))
     labels = xp.asarray(rng.integers(0, 10, batch))
@@ -114,9 +116,16 @@ def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu"
            "forward_macs": forward_macs, "gflops": gflops, "gemm_gflops": gemm, "gemm_fraction": gflops / gemm,
            "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_rss, "loss": float(loss.item())}
     row["step_rss_mb"] = row["peak_rss_mb"] - base_rss
-    if device != "cpu":
-        row["device_pool_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20  # cached = high-water
+    if device != "cpu":  # CuPy's pool keeps what it once took, so what it holds is the high-water mark
+        row["device_pool_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20
+        row["device_name"] = gpu_name(xp, int(device.split(":")[1]))
     return row
+
+
+def gpu_name(cp, index):
+    """The name CUDA gives GPU ``index``."""
+    name = cp.cuda.runtime.getDeviceProperties(index)["name"]
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def run_isolated(config, threads=2, timeout=3600):
@@ -155,13 +164,15 @@ def configs(models, Ts, batches, model_args=None, steps=3, warmup=1, device="cpu
 
 
 def table(rows):
-    """The rows as aligned text: configuration, time, rate and memory."""
+    """The rows as aligned text: configuration, time, rate and memory (the GPU pool's high-water on CUDA,
+    the process's peak resident memory on the CPU)."""
     lines = [f"{'model':<14} {'T':>2} {'batch':>5} {'s/step':>8} {'img/s':>7} {'fwd GMAC':>9} {'GFLOP/s':>8} "
              f"{'of GEMM':>8} {'peak MB':>8}"]
     for r in rows:
+        memory = r.get("device_pool_mb", r["peak_rss_mb"])
         lines.append(f"{r['model']:<14} {r['T']:>2} {r['batch']:>5} {r['step_s']:>8.3f} {r['images_per_s']:>7.1f} "
                      f"{r['forward_macs'] / 1e9:>9.3f} {r['gflops']:>8.1f} {r['gemm_fraction']:>8.0%} "
-                     f"{r['peak_rss_mb']:>8.0f}")
+                     f"{memory:>8.0f}")
     return "\n".join(lines)
 
 
@@ -187,8 +198,8 @@ def bench_command(args):
         rows.append(run_isolated(config, args.threads))
         print(json.dumps(rows[-1]), flush=True)
     machine = machine_info()
-    print(f"\n{machine['cpu']}, {machine['cores']} cores, NumPy {machine['numpy']} ({machine['blas']}), "
-          f"{args.threads} threads")
+    where = rows[0].get("device_name") or f"{machine['cpu']}, {machine['cores']} cores"
+    print(f"\n{where}; NumPy {machine['numpy']} ({machine['blas']}), {args.threads} threads")
     print(table(rows))
     return 0
 

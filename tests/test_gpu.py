@@ -349,3 +349,30 @@ def test_doctor_reports_versions_the_device_and_the_smoke_test(gpu, monkeypatch)
     text = "\n".join(lines)
     assert ok and "NumPy" in text and "BLAS" in text and "CuPy" in text
     assert "cuda:0" in text and "a kernel and a matrix product ran" in text
+
+
+def test_bench_on_the_gpu_names_the_device_and_reports_the_pool(gpu):
+    from minisnn import bench
+    row = bench.measure_step("resnet_small", T=1, batch=2, steps=1, warmup=1, device="cuda",
+                             model_args={"width": 4, "blocks": (1,)}, gemm_size=64)
+    assert row["device"] == "cuda:0" and row["device_name"] and row["device_pool_mb"] > 0
+    assert "resnet_small" in bench.table([row])
+
+
+def test_gpu_check_script_parses_and_its_training_steps_run_on_the_gpu(gpu, capsys):
+    """benchmarks/gpu_check.sh needs a real GPU to run whole; its shell parses here, and its Python
+    part -- training steps on the CIFAR-10 sample -- runs on this fixture's device."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "gpu_check.sh")]).returncode == 0
+    spec = importlib.util.spec_from_file_location("gpu_steps", root / "benchmarks" / "gpu_steps.py")
+    gpu_steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_steps)
+    code = gpu_steps.main(["--device", "cuda", "--model", "resnet_small", "--width", "4", "--steps", "3",
+                           "--batch", "4"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = __import__("json").loads(lines[-1])
+    assert len(lines) == 4 and summary["device"] == "cuda:0" and summary["device_name"]
+    assert code == (0 if summary["loss_fell"] else 1)
