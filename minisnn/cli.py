@@ -1,4 +1,4 @@
-"""Command line: ``minisnn train | eval | export | bench``.
+"""Command line: ``minisnn train | eval | export | bench | doctor``.
 
     minisnn train --dataset digits --model resnet_small --width 16 --epochs 5 --out runs/digits  # offline
     minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda --out runs/r19
@@ -6,7 +6,8 @@
     minisnn train --resume --out runs/r19 --epochs 300     # ... and extend it
     minisnn eval runs/r19/last.npz                         # accuracy, per-layer table, pictures in runs/r19/eval
     minisnn export runs/r19/last.npz net.nir               # tdBN folded, NIR file
-    minisnn bench -T 2 --batch 8                           # step time vs PyTorch
+    minisnn bench -T 2 --batch 8                           # step time and memory of a training step
+    minisnn doctor                                         # versions, threads, the GPU and a kernel on it
 
 Choices, defaults and ranges come from ``minisnn.experiment``; every number is checked where it is parsed.
 Every error a user can cause is one line, ``error: what, where, what to do``, with exit status 2 (3: the
@@ -160,6 +161,14 @@ def export_command(args):
     return 0
 
 
+def doctor_command(args):
+    """Print what minisnn finds on this machine; exit status 1 when a device asked for does not work."""
+    from .doctor import report
+    lines, ok = report()
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
 def bench_command(args):
     from .bench import bench_command as run_bench
     return run_bench(args)
@@ -194,6 +203,7 @@ def build_parser():
                    help="where the LIF's input gain 1/(1 - tau_decay) goes: NIR's r (default; snnTorch) or the "
                         "weights feeding each LIF, with r = 1 (Norse, which ignores r)")
     add_bench_args(sub.add_parser("bench", help="time a training step and its peak memory, against a PyTorch peer"))
+    sub.add_parser("doctor", help="versions, BLAS and threads, the device, and a kernel run on each GPU")
     return parser
 
 
@@ -211,7 +221,8 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
     except SystemExit as done:
         return done.code
-    commands = {"train": train_command, "eval": eval_command, "export": export_command, "bench": bench_command}
+    commands = {"train": train_command, "eval": eval_command, "export": export_command, "bench": bench_command,
+                "doctor": doctor_command}
     from .train import TrainingDiverged
     try:
         return commands[args.command](args)

@@ -273,9 +273,9 @@ def usable_device(requested, saved):
     except DeviceError as err:
         if asked is not None:
             raise
-        reason = str(err).splitlines()[0]
-        raise DeviceError(f"this run was saved on {device}, which this machine cannot use ({reason}); "
-                          "run it on the CPU with --device cpu") from None
+        reason = " ".join(str(err).split()).split(". ")[0]  # the first sentence: what is missing
+        raise DeviceError(f"this run was saved on {device}, which this machine cannot use ({reason}); run it "
+                          "on the CPU with --device cpu, or see minisnn doctor for what the GPU needs") from None
     return device
 
 

@@ -195,7 +195,7 @@ def save_json(rows, path):
 # backend alone; each is written atomically as a PNG.
 def _save(fig, path):
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def _integer_time_axis(ax, T):
@@ -262,7 +262,7 @@ def plot_firing_rates(rec, path, title="firing rate of each spiking layer"):
     _save(fig, path)
 
 
-def plot_membrane(rec, model, path, layers=4, neurons=3, sample=0, title="membrane potential"):
+def plot_membrane(rec, model, path, layers=3, neurons=3, sample=0, title="membrane potential"):
     """Membrane traces u[t] of neurons that fire, in up to ``layers`` LIF layers spread over the depth.
 
     In each chosen layer the ``neurons`` neurons of input ``sample`` that spike most often are drawn
@@ -275,7 +275,7 @@ def plot_membrane(rec, model, path, layers=4, neurons=3, sample=0, title="membra
     names = rec.order_of_lif()
     picks = sorted(set(np.linspace(0, len(names) - 1, min(layers, len(names))).round().astype(int)))
     T = rec.spikes[names[0]].shape[0]
-    fig = Figure(figsize=(7.5, 0.5 + 2.0 * len(picks)))
+    fig = Figure(figsize=(7, 0.6 + 1.8 * len(picks)))
     axes = fig.subplots(len(picks), 1, squeeze=False)[:, 0]
     for ax, index in zip(axes, picks):
         name = names[index]

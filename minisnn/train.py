@@ -38,9 +38,9 @@ from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_check
                          remove_stale_temps, save_checkpoint, scalars)
 from .core import Tensor
 from .evaluate import evaluate
-from .fast import version_of
 from .experiment import (DEFAULTS, ConfigError, changed_keys, load_data, make_config, model_for, model_input,
                          resumed_config, saved_config, usable_device)
+from .fast import version_of
 from .functions.loss import softmax_cross_entropy
 from .monitor import FiringRates
 from .optim import SGD, Adam, CosineSchedule
@@ -176,8 +176,8 @@ class Trainer:
         return loss_value, int(correct_count), rate
 
     def check_state(self):
-        """Before a checkpoint is written: every parameter, buffer and optimizer slot must be finite (one
-        ``finite_flags`` reduction per array, read once), so that no checkpoint ever holds NaN or infinity."""
+        """Before a checkpoint is written: every parameter, buffer and optimizer slot must be finite
+        (``finite_flags``, read once), so that no checkpoint ever holds NaN or infinity."""
         if not as_numpy(finite_flags([array for _, array in state_arrays(self.model, self.optimizer)])).all():
             raise self.diverged(f"before its checkpoint at {self.position()}: {self.nonfinite_words()}")
 

@@ -119,5 +119,5 @@ def test_finite_flags_finds_every_kind_of_non_finite_value_anywhere():
             broken = [a.copy() for a in arrays]
             broken[k].flat[-1] = bad
             assert finite_flags(broken).tolist() == [i != k for i in range(4)]
-    huge = np.full(10, 3e38, np.float32)  # finite, though its float32 sum would overflow
+    huge = np.full(10, 3e38, np.float32)  # finite, though its sum would overflow float32
     assert finite_flags([huge, np.arange(3)]).tolist() == [True, True]

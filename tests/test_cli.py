@@ -239,8 +239,10 @@ def test_eval_needs_only_the_test_batch(cifar_sample, tmp_path, capsys):
     assert code == 0 and "on 16 images" in out
 
 
-def test_version_and_help_with_the_experiments_defaults(capsys):
+def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypatch):
     assert cli.main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"minisnn {__version__}"
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    assert cli.main(["doctor"]) == 0 and f"minisnn {__version__}" in capsys.readouterr().out
     assert cli.main(["train", "--help"]) == 0
     shown = " ".join(capsys.readouterr().out.split())
     for key in ("lr", "batch_size", "eval_batch_size", "T", "model", "out", "weight_decay"):
