@@ -96,8 +96,8 @@ def _open(path):
     with open(path, "rb") as f:
         head = f.read(4)
     if not head:
-        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint; a write to it was cut off "
-                              "outside minisnn. Use another copy, or start the run again")
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint (minisnn never leaves one half "
+                              "written: was it copied or truncated elsewhere?); use another copy of the run")
     if head not in ZIP_MAGIC:
         raise CheckpointError(f"{path} is not a minisnn checkpoint (not an .npz archive); give the last.npz "
                               "of a run folder")

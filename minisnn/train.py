@@ -307,7 +307,7 @@ def plot_history(history, path):
 
 # ------------------------------------------------------------------------------- the run folder
 def run_folder(out, resume, overwrite):
-    """Check (and create) the run folder ``out`` for the job asked, and remove what a killed write left.
+    """Check the run folder ``out`` for the job asked, and remove what a killed write left in it.
 
     A new run needs a folder that holds no run (or ``overwrite``, which deletes the old run's files);
     ``resume`` needs the folder's own checkpoint; both need a folder they can write. Raises ConfigError
@@ -326,11 +326,12 @@ def run_folder(out, resume, overwrite):
     if held and not resume and not overwrite:
         raise ConfigError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
                           "replace it with --overwrite, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"--out {out}: this folder cannot be written (permission denied); choose another --out "
-                          "or fix its permissions")
-    remove_stale_temps(out)
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {out}: {existing} cannot be written (permission denied or not a folder); "
+                          "choose another --out or fix its permissions")
+    if out.is_dir():
+        remove_stale_temps(out)
     if overwrite:
         for name in held:
             (out / name).unlink()
