@@ -4,11 +4,13 @@
 * Fast mode -- ``MINISNN_FAST=1`` or ``--fast`` on the command line -- makes every lesson run in a few
   seconds on tiny sizes, so the tests (and CI) can run them all. The full mode is what you read.
 * Every lesson's ``main()`` ends with ``finish(result)``: it prints the lesson's key results and
-  returns them as a dict, which ``tests/test_lessons.py`` checks against the lesson's claims.
+  returns them as a dict, which ``tests/test_lessons.py`` checks against the lesson's claims (and
+  writes them as JSON to ``$MINISNN_LESSON_RESULT`` when that is set, for a lesson run as a script).
 * Matplotlib uses the Agg backend: lessons write PNG files and never open a window.
 
 (This file is plumbing for the lessons, not part of the course: it uses nothing from minisnn.)
 """
+import json
 import os
 import sys
 import time
@@ -58,6 +60,8 @@ def finish(result, next_lesson=None):
     section("key results (tests/test_lessons.py checks these)")
     for key, value in result.items():
         print(f"  {key} = {_short(value)}")
+    if os.environ.get("MINISNN_LESSON_RESULT"):
+        Path(os.environ["MINISNN_LESSON_RESULT"]).write_text(json.dumps(result, default=lambda v: v.item()))
     if next_lesson:
         print(f"\nNext: {next_lesson}")
     return result
