@@ -161,7 +161,8 @@ def main(argv=None):
     section("2. the engine's Module: same names, same output, same gradients")
     engine = Sequential(Linear(1, 16), ReLUModule(), Linear(16, 1))
     print(engine)
-    print("engine names:", [name for name, _ in engine.named_parameters()])
+    print("engine names:", [name for name, _ in engine.named_parameters()],
+          "| all of them nn.Parameter:", all(isinstance(p, Parameter) for p in engine.parameters()))
     print("module tree: ", [name or "(root)" for name, _ in engine.named_modules()])
     # Copy the tiny net's weights across by name: hidden.* -> 0.*, out.* -> 2.*
     renamed = {name.replace("hidden.", "0.").replace("out.", "2."): array.astype(np.float32)

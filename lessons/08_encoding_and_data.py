@@ -109,7 +109,7 @@ def main(argv=None):
     save_figure(fig, "08_encoding.png")
 
     section("3. the digits through the data pipeline")
-    print(f"Dataset {data.name!r}: train {data.train_x.shape} {data.train_x.dtype}, test {data.test_x.shape}, "
+    print(f"{type(data).__name__} {data.name!r} (a minisnn.data.Dataset: {isinstance(data, Dataset)}): train {data.train_x.shape} {data.train_x.dtype}, test {data.test_x.shape}, "
           f"{data.num_classes} classes {data.classes}, per-channel mean {data.mean} std {data.std}")
     loader = data.loader("train", 32, seed=0)
     print(f"loader('train', 32, seed=0) is a {type(loader).__name__}: {len(loader)} batches per epoch, shuffled")

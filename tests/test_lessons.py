@@ -12,17 +12,17 @@ Some claims need a lesson's full size (lesson 14: tdBN ahead of plain BN after f
 
 The order of the course: every lesson lists in ``INTRODUCES`` the engine names it teaches.
 ``test_no_engine_name_before_the_lesson_that_introduces_it`` reads every lesson's imports (and, for the
-methods listed there, its attribute uses) and checks that each minisnn name a lesson uses was introduced
-by that lesson or an earlier one; that each introduced name is used where it is introduced; and that no
-name is introduced twice. Names are compared as the objects they resolve to, so
+methods listed there, its attribute uses) and checks that each minisnn name a lesson imports was
+introduced by that lesson or an earlier one; that each introduced name is used in its lesson's code (not
+just imported); and that no name is introduced twice. Names are compared as the objects they resolve to, so
 ``minisnn.Tensor`` and ``minisnn.core.Tensor`` are one name.
 """
 import ast
 import importlib
 import importlib.util
 import json
-import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -313,7 +313,6 @@ def test_every_lesson_says_what_you_will_learn_and_see():
 
 
 def _lesson_numbers(text):
-    import re
     return re.findall(r"[Ll]essons? (\d\d)\b", text)
 
 
@@ -332,16 +331,20 @@ def _resolve(dotted):
 
 
 def _uses(tree):
-    """(engine names imported, attribute names used) by one lesson."""
-    imported, attributes = set(), set()
+    """Of one lesson: the engine names it imports ({dotted name: local name}), the plain names its code
+    uses, and the attribute names it uses (x.attr)."""
+    imported, names, attributes = {}, set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "minisnn":
-            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+            imported.update({f"{node.module}.{a.name}": a.asname or a.name for a in node.names})
         elif isinstance(node, ast.Import):
-            imported |= {alias.name for alias in node.names if alias.name.split(".")[0] == "minisnn"}
+            imported.update({a.name: (a.asname or a.name).split(".")[0] for a in node.names
+                             if a.name.split(".")[0] == "minisnn"})
         elif isinstance(node, ast.Attribute):
             attributes.add(node.attr)
-    return imported, attributes
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+    return imported, names, attributes
 
 
 def _introduces(tree, name):
@@ -367,7 +370,7 @@ def test_no_engine_name_before_the_lesson_that_introduces_it():
                 introduced_by[key] = (lesson, dotted)
     problems = []
     for lesson, tree in trees.items():
-        imported, attributes = _uses(tree)
+        imported, names, attributes = _uses(tree)
         for dotted in sorted(imported):
             source = introduced_by.get(id(_resolve(dotted)))
             if source is None:
@@ -377,11 +380,13 @@ def test_no_engine_name_before_the_lesson_that_introduces_it():
         for attr in sorted(attributes & set(methods_by)):
             if methods_by[attr][0] > lesson:
                 problems.append(f"{lesson} uses .{attr} before {methods_by[attr][0]} introduces {methods_by[attr][1]}")
-        own = _introduces(tree, lesson)
-        resolved_imports = {id(_resolve(d)) for d in imported}
-        for dotted in own:
+        local_names = {id(_resolve(d)): name for d, name in imported.items()}   # the name the import binds
+        for dotted in _introduces(tree, lesson):
             parent, _, attr = dotted.rpartition(".")
-            used = attr in attributes if isinstance(_resolve(parent), type) else id(_resolve(dotted)) in resolved_imports
-            if not used:
+            if isinstance(_resolve(parent), type):
+                ok = attr in attributes
+            else:
+                ok = local_names.get(id(_resolve(dotted))) in names
+            if not ok:
                 problems.append(f"{lesson} introduces {dotted} but does not use it")
     assert not problems, "\n".join(problems)
