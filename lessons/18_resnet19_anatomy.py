@@ -1,9 +1,8 @@
 """Lesson 18 -- the anatomy of ResNet-19: shapes, parameters, MACs, spikes.
 
 What you will learn: where the size and the cost of the paper's network sit, layer by layer, and how
-its spikes turn multiply-accumulates into cheaper accumulates. Built from the blocks of lesson 10:
-
-The paper's CIFAR-10 network (STBP-tdBN, Zheng et al. 2021):
+its spikes turn multiply-accumulates into cheaper accumulates. The paper's CIFAR-10 network
+(STBP-tdBN, Zheng et al. 2021), built from the blocks of lesson 10:
 
     conv3x3 128 + tdBN + LIF
     3 BasicBlocks of width 128, 3 of width 256 (first with stride 2), 2 of width 512 (stride 2)

@@ -11,7 +11,7 @@ and then calls ``xp.*``, so the same line runs on NumPy arrays (CPU) and CuPy ar
     xp_for(device)     numpy or cupy for that device (raises DeviceError if CuPy or a GPU is missing)
     model.to(device)   moves every parameter and buffer;  Tensor(xp.asarray(images)) moves the data
 
-On a GPU the LIF neuron also runs as one fused CUDA kernel per pass (``functions/neuron.py``).
+On a GPU the LIF neuron also runs as one fused CUDA kernel per pass (``minisnn/fast/neuron.py``).
 The switch is never silent: asking for CUDA without CuPy or a GPU raises ``DeviceError`` with the real
 reason. This lesson catches that error, says so, and carries on with the CPU.
 
