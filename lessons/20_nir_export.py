@@ -13,16 +13,19 @@ matched to it. Forward Euler with step dt turns NIR's equation into
 
     v[t] = (1 - dt/tau) v[t-1] + (dt/tau) (v_leak + r I[t]),
 
-which is ours term by term when  tau = dt / (1 - k),  r = tau / dt,  v_leak = 0,  v_reset = 0,
-v_threshold = V_th  (k = 0.25: tau = 4/3 dt, r = 4/3). Two things stay outside the graph and go into
+which is ours term by term when  tau = dt / (1 - k),  r = tau / dt,  v_leak = 0,  v_reset = 0
+(k = 0.25: tau = 4/3 dt, r = 4/3). The threshold needs one more thought: we fire on u >= V_th, NIR on
+v > v_threshold, so the exporter writes v_threshold as the largest float32 below V_th; on float32
+membranes v > that number exactly when v >= V_th. Two things stay outside the graph and go into
 its metadata: the discretisation (another reader may use exp(-dt/tau) instead of 1 - dt/tau: a
 different neuron), and how the input is presented (direct encoding, readout = mean over T).
 
 What you will see:
 
-1. NIR's neuron simulated by hand with forward Euler next to ``nn.LIF``: the same spikes, except where
-   a membrane sits exactly on V_th (minisnn fires on u >= V_th, NIR on v > v_threshold); and the
-   exp(-dt/tau) reading of the same file, which is another neuron (``20_nir_neuron.png``).
+1. NIR's neuron simulated by hand with forward Euler in float32 next to ``nn.LIF``: with v_threshold =
+   V_th the spikes differ only where a membrane sits exactly on V_th; with the exported threshold (the
+   float32 just below V_th) every spike is the same; and the exp(-dt/tau) reading of the same file is
+   another neuron (``20_nir_neuron.png``).
 2. ``to_nir`` on a small trained spiking ResNet: its nodes and edges -- the residual sum is two edges
    into one LIF node -- and one LIF node's parameters.
 3. ``export_nir`` to a file and ``from_nir`` back into a minisnn network: every LIF layer emits the
@@ -54,11 +57,13 @@ DT = 1e-4
 
 
 def nir_lif_euler(current, tau, r, v_threshold, dt=DT, decay=None):
-    """NIR's LIF by forward Euler (or with the factor ``decay`` in place of 1 - dt/tau); v_leak = v_reset = 0."""
-    keep = 1 - dt / tau if decay is None else decay
-    v, out, trace = np.zeros(current.shape[1:]), [], []
+    """NIR's LIF by forward Euler (or with the factor ``decay`` in place of 1 - dt/tau); v_leak = v_reset = 0.
+    Computed in the current's dtype, as a float32 simulator would."""
+    real = current.dtype.type
+    keep, gain = real(1 - dt / tau if decay is None else decay), real(dt / tau * r)
+    v, out, trace = np.zeros(current.shape[1:], current.dtype), [], []
     for I in current:
-        v = keep * v + (dt / tau) * r * I
+        v = keep * v + gain * I
         spike = v > v_threshold
         trace.append(v.copy())
         out.append(spike.astype(current.dtype))
@@ -87,15 +92,17 @@ def main(argv=None):
     print(f"k = tau_decay = {TAU_DECAY}, V_th = {V_TH}, dt = {DT}: tau = dt / (1 - k) = {tau:.6g} s, r = tau / dt = {r:.6g}, "
           f"v_leak = {v_leak}, v_threshold = {v_threshold}, v_reset = {v_reset}")
     T = 20
-    current = rng.uniform(0, 0.6, (T, 200 if FAST else 2000))
+    current = rng.uniform(0, 0.6, (T, 200 if FAST else 2000)).astype(np.float32)
     current[0, 0] = V_TH                               # a membrane exactly on the threshold at t = 0
     with no_grad():
         ours = LIF()(Tensor(current)).data
+    naive, _ = nir_lif_euler(current, tau, r, V_TH)    # v_threshold = V_th itself
     theirs, trace = nir_lif_euler(current, tau, r, v_threshold)
     other, _ = nir_lif_euler(current, tau, r, v_threshold, decay=np.exp(-DT / tau))
-    differ = np.argwhere(ours != theirs)
-    print(f"{ours.size:,} neuron-steps: forward Euler differs from nn.LIF in {len(differ)} "
-          f"(at {[tuple(int(i) for i in d) for d in differ[:3]]}: the membrane exactly at V_th -- ours fires, NIR's '>' does not)")
+    differ = np.argwhere(ours != naive)
+    print(f"{ours.size:,} neuron-steps. With v_threshold = V_th, forward Euler differs from nn.LIF in {len(differ)} "
+          f"(at {[tuple(int(i) for i in d) for d in differ[:3]]}: the membrane exactly at V_th -- ours fires, NIR's '>' "
+          f"does not); with the exported v_threshold = {v_threshold!r}, in {int((ours != theirs).sum())}")
     print(f"read with exp(-dt/tau) = {np.exp(-DT / tau):.3f} in place of 1 - dt/tau = {1 - DT / tau:.3f}, the same "
           f"parameters give another neuron: {int((ours != other).sum())} spikes differ")
     u = LIF().membrane(current)
@@ -107,6 +114,7 @@ def main(argv=None):
     ax.legend(fontsize=8)
     save_figure(fig, "20_nir_neuron.png")
     neuron_result = {"euler_differs_only_at_ties": len(differ) == 1 and tuple(differ[0]) == (0, 0),
+                     "exported_threshold_identical": bool((ours == theirs).all()),
                      "exp_reading_differs": int((ours != other).sum())}
 
     try:

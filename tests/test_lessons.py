@@ -196,7 +196,7 @@ def claim_19(r, fast):
 
 
 def claim_20(r, fast):
-    assert r["euler_differs_only_at_ties"] and r["exp_reading_differs"] > 0
+    assert r["euler_differs_only_at_ties"] and r["exported_threshold_identical"] and r["exp_reading_differs"] > 0
     if importlib.util.find_spec("nir") is None:
         assert r["nir_available"] is False
         return
