@@ -1,4 +1,4 @@
-"""Lesson 07's experiment over learning rates, depths and seeds: tdBN vs plain BN vs no normalisation.
+"""Lesson 14's experiment over learning rates, depths and seeds: tdBN vs plain BN vs no normalisation.
 
 One run trains a deep plain spiking net (``PlainSpikingNet``) on digits (default width 8, T = 2; batch 32,
 the lesson's setting) and reports its held-out accuracy after the budget, and how much larger the first

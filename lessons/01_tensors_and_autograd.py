@@ -1,5 +1,10 @@
 """Lesson 01 -- tensors and reverse-mode autograd.
 
+What you will learn: how an array that remembers where it came from lets one backward pass give the
+derivative of a result with respect to every input -- the machinery every later lesson trains with.
+For y = f(g(x)) the chain rule dL/dx = dL/dy * f'(g(x)) * g'(x) is applied one Function at a time,
+from the loss back to the leaves.
+
 What you will see:
 
 1. A ``Tensor`` is a NumPy array plus three things: ``grad`` (dL/d(data), filled in by backward),
@@ -18,8 +23,12 @@ Run:  python lessons/01_tensors_and_autograd.py      (add --fast or MINISNN_FAST
 """
 import numpy as np
 
-from _common import FAST, plt, save_figure, section, title
+from _common import FAST, finish, plt, save_figure, section, title
 from minisnn import Function, Tensor, no_grad
+
+# The engine's names this lesson introduces (tests/test_lessons.py checks that no lesson uses a name
+# before the lesson that introduces it).
+INTRODUCES = ("minisnn.Tensor", "minisnn.Function", "minisnn.no_grad", "minisnn.Tensor.backward")
 
 
 class Square(Function):
@@ -37,7 +46,7 @@ def square(x):
     return Square()(x)
 
 
-def main():
+def main(argv=None):
     title("Lesson 01: tensors and reverse-mode autograd")
 
     section("1. a Tensor wraps an array")
@@ -54,6 +63,7 @@ def main():
           {"x": x.generation, "x*x": a.generation, "y": y.generation})
     y.backward()
     print(f"dy/dx from backward = {x.grad}   (by hand: 2x + 2 = {2 * 3.0 + 2})")
+    dy_dx = float(x.grad)
 
     section("3. a whole array at once: f(x) = x^3 - 2x,  f'(x) = 3x^2 - 2")
     n = 41 if FAST else 401
@@ -77,6 +87,7 @@ def main():
     A = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     b = Tensor(np.array([10.0, 20.0, 30.0]), requires_grad=True)
     (A * b).sum().backward()
+    broadcast_ok = bool(np.array_equal(b.grad, A.data.sum(axis=0)))
     print("y = A * b with A [2, 3], b [3]")
     print("dL/dA = b broadcast:\n", A.grad)
     print("dL/db = sum over rows of A:", b.grad, " (A's column sums:", A.data.sum(axis=0), ")")
@@ -85,13 +96,15 @@ def main():
     x = Tensor(np.array([1.0, -2.0, 0.5]), requires_grad=True)
     square(x).sum().backward()
     print(f"Square: x = {x.data}, dL/dx = {x.grad}  (= 2x)")
-    assert np.allclose(x.grad, 2 * x.data)
+    square_ok = bool(np.allclose(x.grad, 2 * x.data))
 
     section("6. no_grad: no graph, no gradient")
     with no_grad():
         z = x * x
     print("inside no_grad: z.creator =", z.creator, "| z.requires_grad =", z.requires_grad)
-    print("\nNext: lesson 02 checks a hand-written backward against finite differences.")
+    return finish({"dy_dx_at_3": dy_dx, "max_error_vs_by_hand": float(err), "broadcast_grad_is_column_sum":
+                   broadcast_ok, "own_function_grad_is_2x": square_ok, "no_grad_builds_no_graph": z.creator is None},
+                  "lesson 02 checks a hand-written backward against finite differences.")
 
 
 if __name__ == "__main__":

@@ -1,43 +1,48 @@
-"""Lesson 09 -- a small spiking ResNet on real CIFAR-10 images (the sample beside the repository).
+"""Lesson 16 -- a small spiking ResNet on real CIFAR-10 images (the sample beside the repository).
 
-The same trainer as lesson 08, now on 32x32 colour photographs: the real CIFAR-10 files (the official
+What you will learn: how the same code meets real photographs -- the CIFAR-10 files, their
+per-channel normalisation x_c = (v_c - mean_c) / std_c (lesson 08) -- and what a CPU minute buys.
+
+The same trainer as lesson 15, now on 32x32 colour photographs: the real CIFAR-10 files (the official
 "python version" layout), a sample of 5,085 training and 517 test images read from
 ``<repo>/../shared/data/cifar10-sample`` (or ``--data-dir PATH``, a folder holding
 ``cifar-10-batches-py``). Images are normalised with the CIFAR-10 channel means and standard deviations,
 and presented unchanged at every timestep.
 
 A CPU minute buys little on CIFAR-10, so this is a taste, not a result: a resnet_small of width 8
-sees the first 2,500 training images twice and gets clearly above chance (10%): about 30% on the
+sees the first 2,500 training images twice and gets clearly above chance (10%): about 25% on the
 517 test images. Given 18 minutes of this CPU and all 5,085 images, the README's CIFAR-sample
 command (width 32, stride 2 in every stage, 25 epochs) reaches about 60%. The paper's
-ResNet-19 on all 50,000 images for 200 epochs (92-93%) is a GPU job -- see the README and lesson 11.
+ResNet-19 on all 50,000 images for 200 epochs (92-93%) is a GPU job -- see the README and lesson 21.
 
 What you will see:
 
 1. The data: shapes, classes, and how many images of each class.
 2. Training with the progress bar; the test accuracy on all 517 test images; ``curves.png`` and a
-   checkpoint in ``lessons/output/09_cifar_run/``.
-3. Accuracy per class and a few test images with the net's answers (``09_cifar_answers.png``).
+   checkpoint in ``lessons/output/16_cifar_run/``.
+3. Accuracy per class and a few test images with the net's answers (``16_cifar_answers.png``).
 
-Run:  python lessons/09_train_cifar_sample.py [--data-dir PATH]    (add --fast or MINISNN_FAST=1 for the test mode)
+Run:  python lessons/16_train_cifar_sample.py [--data-dir PATH]    (add --fast or MINISNN_FAST=1 for the test mode)
 """
 import argparse
 import json
 
 import numpy as np
 
-from _common import CIFAR_SAMPLE, FAST, Timer, output_dir, plt, save_figure, section, title
+from _common import CIFAR_SAMPLE, FAST, Timer, finish, output_dir, plt, save_figure, section, title
 from minisnn import Tensor, no_grad
 from minisnn.data import CIFAR10_MEAN, CIFAR10_STD, DatasetError
 from minisnn.train import Trainer, make_config
 
+INTRODUCES = ("minisnn.data.CIFAR10_MEAN", "minisnn.data.CIFAR10_STD", "minisnn.data.DatasetError")
 
-def main():
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(CIFAR_SAMPLE), help="folder holding cifar-10-batches-py")
-    args, _ = parser.parse_known_args()      # --fast is read by _common
-    title("Lesson 09: a spiking ResNet on real CIFAR-10 images")
-    run = output_dir() / "09_cifar_run"
+    args, _ = parser.parse_known_args(argv)  # --fast is read by _common
+    title("Lesson 16: a spiking ResNet on real CIFAR-10 images")
+    run = output_dir() / "16_cifar_run"
     config = make_config(
         model="resnet_small", model_args={"width": 4 if FAST else 8, "blocks": [1, 1]},
         dataset="cifar10", data_dir=args.data_dir, T=2, epochs=1 if FAST else 2, batch_size=32,
@@ -92,9 +97,11 @@ def main():
         ax.set_title(data.classes[predicted[k]], fontsize=7, color="green" if ok else "red")
         ax.axis("off")
     fig.suptitle("test images and the net's answers (red: wrong)", fontsize=9)
-    save_figure(fig, "09_cifar_answers.png")
+    save_figure(fig, "16_cifar_answers.png")
     print(f"(normalisation: mean {CIFAR10_MEAN}, std {CIFAR10_STD} per channel)")
-    print("\nNext: lesson 10 -- the anatomy of the paper's ResNet-19.")
+    return finish({"test_accuracy": history[-1]["test_acc"], "test_images": len(data.test_y),
+                   "train_images": len(data.train_y), "per_class": per_class.tolist()},
+                  "lesson 17 -- event cameras: from a stream of events to frames.")
 
 
 if __name__ == "__main__":

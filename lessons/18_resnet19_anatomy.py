@@ -1,6 +1,8 @@
-"""Lesson 10 -- the anatomy of ResNet-19: shapes, parameters, MACs, spikes.
+"""Lesson 18 -- the anatomy of ResNet-19: shapes, parameters, MACs, spikes.
 
-The paper's CIFAR-10 network (STBP-tdBN, Zheng et al. 2021):
+What you will learn: where the size and the cost of the paper's network sit, layer by layer, and how
+its spikes turn multiply-accumulates into cheaper accumulates. The paper's CIFAR-10 network
+(STBP-tdBN, Zheng et al. 2021), built from the blocks of lesson 10:
 
     conv3x3 128 + tdBN + LIF
     3 BasicBlocks of width 128, 3 of width 256 (first with stride 2), 2 of width 512 (stride 2)
@@ -13,24 +15,27 @@ What you will see:
 1. Every Conv2d / Linear layer in forward order with its input and output shape [T, N, C, H, W], its
    parameters and its multiply-accumulates per image and timestep:
        MACs(conv) = Cout * Ho * Wo * (Cin * kh * kw),      MACs(linear) = out * in.
-   The count by hand equals what ``minisnn.monitor.Recorder`` counts.
-2. Where the parameters and the work are (``10_resnet19_anatomy.png``): two thirds of the parameters
+   The count by hand (a forward hook on every synaptic layer, lesson 12) equals what
+   ``minisnn.monitor.Recorder`` counts.
+2. Where the parameters and the work are (``18_resnet19_anatomy.png``): two thirds of the parameters
    sit in the 512-wide stage, but the MACs are spread over all three stages -- a 3x3 conv of width w on
    an r x r map costs 9 w^2 r^2, and each stage doubles w while halving r.
 3. Firing rates of the untrained network and the synaptic operations they imply: a spike into a
    synapse is an accumulate (SOP), not a multiply-accumulate, so SOPs = MACs * input rate * T.
 
-Run:  python lessons/10_resnet19_anatomy.py      (add --fast or MINISNN_FAST=1 for the test mode)
+Run:  python lessons/18_resnet19_anatomy.py      (add --fast or MINISNN_FAST=1 for the test mode)
 """
 from collections import defaultdict
 
 import numpy as np
 
-from _common import FAST, Timer, plt, save_figure, section, title
+from _common import FAST, Timer, finish, plt, save_figure, section, title
 from minisnn import Tensor, no_grad
 from minisnn.models import resnet19
 from minisnn.monitor import Recorder, format_table, synapse_macs
 from minisnn.nn import Conv2d, Linear
+
+INTRODUCES = ("minisnn.models.resnet19", "minisnn.monitor.synapse_macs")
 
 
 def shapes_of(model, x):
@@ -57,8 +62,8 @@ def stage_of(name):
     return "128-wide (32x32)" if block < 3 else "256-wide (16x16)" if block < 6 else "512-wide (8x8)"
 
 
-def main():
-    title("Lesson 10: the anatomy of ResNet-19")
+def main(argv=None):
+    title("Lesson 18: the anatomy of ResNet-19")
     T, N = (1, 1) if FAST else (2, 2)
     with Timer() as build:
         model = resnet19(T=T)
@@ -121,8 +126,11 @@ def main():
     for stage in by_stage:
         ax_p.bar([0], [0], color=f"C{list(by_stage).index(stage)}", label=stage)
     ax_p.legend(fontsize=7, ncol=5)
-    save_figure(fig, "10_resnet19_anatomy.png")
-    print("\nNext: lesson 11 -- the same code on a GPU with CuPy.")
+    save_figure(fig, "18_resnet19_anatomy.png")
+    return finish({"parameters": model.num_parameters(), "synaptic_layers": len(rows), "macs_by_hand": total_macs,
+                   "macs_recorder": totals["ann_macs"], "sops_per_image": totals["sops"],
+                   "energy_uj": [totals["ann_energy_uj"], totals["snn_energy_uj"]]},
+                  "lesson 19 -- folding tdBN into the convolutions, and counting synaptic operations exactly.")
 
 
 if __name__ == "__main__":

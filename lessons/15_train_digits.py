@@ -1,33 +1,40 @@
-"""Lesson 08 -- training a small spiking ResNet on the 8x8 digits, and looking inside it.
+"""Lesson 15 -- training a small spiking ResNet on the 8x8 digits, and looking inside it.
 
-Everything of the previous lessons in one loop (``minisnn.train.Trainer``):
+What you will learn: what a complete, ordinary training run looks like and how to read a trained
+spiking net -- its per-layer firing rates, the synaptic operations (SOPs) those spikes cost, its spike
+raster and membrane traces. Everything of the previous lessons in one loop (``Trainer``, lesson 11):
 
     images -> the same image at every timestep (direct encoding) -> conv + tdBN + LIF ... -> FC
            -> mean over T -> softmax cross-entropy -> STBP backward -> Adam -> next batch
+
+A spike into a synapse is an accumulate, not a multiply-accumulate, so a layer whose input fires at
+rate r costs SOPs = MACs x r x T instead of an ANN's MACs (lesson 19 counts them exactly).
 
 What you will see:
 
 1. The configuration: the same keys as ``minisnn train`` on the command line.
 2. Training with a progress bar (loss, accuracy, firing rate, images/s) and the test accuracy after
    every epoch; the trainer writes ``metrics.jsonl``, ``last.npz`` (a checkpoint you can resume or
-   evaluate with ``minisnn eval``) and ``curves.png`` into ``lessons/output/08_digits_run/``.
-3. Inside the trained net (``minisnn.monitor.Recorder``): the firing rate of every LIF layer, a spike
-   raster across all of them, membrane traces of neurons that fire, and a few test digits with the
-   network's answers (``08_*.png``).
+   evaluate with ``minisnn eval``) and ``curves.png`` into ``lessons/output/15_digits_run/``.
+3. Inside the trained net (``Recorder``, lesson 12): the firing rate of every LIF layer, MACs, SOPs and
+   energy per layer (``format_table``), a spike raster across all LIF layers, membrane traces of neurons
+   that fire, and a few test digits with the network's answers (``15_*.png``).
 
-Run:  python lessons/08_train_digits.py      (add --fast or MINISNN_FAST=1 for the test mode)
+Run:  python lessons/15_train_digits.py      (add --fast or MINISNN_FAST=1 for the test mode)
 """
 import json
 
-from _common import FAST, Timer, output_dir, plt, save_figure, section, title
+from _common import FAST, Timer, finish, output_dir, plt, save_figure, section, title
 from minisnn import Tensor, no_grad
 from minisnn.monitor import Recorder, format_table, plot_membrane, plot_raster
 from minisnn.train import Trainer, make_config
 
+INTRODUCES = ("minisnn.monitor.format_table",)
 
-def main():
-    title("Lesson 08: training a small spiking ResNet on the digits")
-    run = output_dir() / "08_digits_run"
+
+def main(argv=None):
+    title("Lesson 15: training a small spiking ResNet on the digits")
+    run = output_dir() / "15_digits_run"
     config = make_config(
         model="resnet_small", model_args={"width": 4 if FAST else 16, "blocks": [1, 1]},
         dataset="digits", T=2, epochs=1 if FAST else 3, batch_size=32, optimizer="adam", lr=0.003,
@@ -56,9 +63,9 @@ def main():
     with no_grad(), Recorder(model) as rec:
         logits = model(Tensor(images))
     print(format_table(rec.layer_table()))
-    plot_raster(rec, output_dir() / "08_raster.png", title="spikes of every spiking layer, one test digit")
-    plot_membrane(rec, model, output_dir() / "08_membrane.png", title="membrane of firing neurons, one test digit")
-    print(f"[figure] {output_dir() / '08_raster.png'}\n[figure] {output_dir() / '08_membrane.png'}")
+    plot_raster(rec, output_dir() / "15_raster.png", title="spikes of every LIF layer, one test digit")
+    plot_membrane(rec, model, output_dir() / "15_membrane.png", title="membrane of neurons that fire, one test digit")
+    print(f"[figure] {output_dir() / '15_raster.png'}\n[figure] {output_dir() / '15_membrane.png'}")
 
     rates = rec.firing_rates()
     predicted = logits.data.argmax(axis=1)
@@ -73,9 +80,15 @@ def main():
         ax.set_title(f"says {predicted[k]}", fontsize=7, color="green" if predicted[k] == labels[k] else "red")
         ax.axis("off")
     fig.suptitle("test digits and the net's answers (red: wrong)", fontsize=9, x=0.75)
-    save_figure(fig, "08_rates_and_answers.png")
+    save_figure(fig, "15_rates_and_answers.png")
     print(f"{int((predicted == labels).sum())} of 16 shown digits right")
-    print("\nNext: lesson 09 -- the same on real CIFAR-10 images.")
+    totals = rec.totals()
+    print(f"per test digit: {totals['sops']:.3g} SOPs and {totals['snn_macs']:.3g} real MACs (the analog first layer) "
+          f"instead of {totals['ann_macs']:.3g} MACs for the same net as an ANN")
+    return finish({"test_accuracy": history[-1]["test_acc"], "epochs": len(history),
+                   "checkpoint_written": (run / "last.npz").is_file(),
+                   "lif_rates": list(rates.values()), "sops_per_ann_mac": totals["sops"] / totals["ann_macs"]},
+                  "lesson 16 -- the same on real CIFAR-10 images.")
 
 
 if __name__ == "__main__":
