@@ -23,6 +23,7 @@ from .backend import DeviceError
 from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
+from .data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
 from .experiment import (CHECKS, DATASET_OPTIONS, DATASETS, DEFAULTS, DVS_SPLITS, FLAGS, MODEL_OPTIONS, MODELS,
                          OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, number, option_default)
 from .models.plain import NORMS
@@ -97,6 +98,14 @@ def add_train_args(p):
     g.add_argument("--dvs-split", dest="split_by", type=checked("split_by"),
                    metavar="{" + ",".join(DVS_SPLITS) + "}",
                    help=option_help("split_by", "cut recordings into T frames of equal event count or duration"))
+    g.add_argument("--dvs-split-rule", dest="split_rule", type=checked("split_rule"),
+                   metavar="{" + ",".join(SPLIT_RULES) + "}",
+                   help=option_help("split_rule", "where the leftover events and time go: spread over the first "
+                                                  "frames (even), or SpikingJelly's rule, to compare with papers "
+                                                  "that used it"))
+    g.add_argument("--dvs-resize", dest="resize", type=checked("resize"), metavar="{" + ",".join(RESIZE_MODES) + "}",
+                   help=option_help("resize", "how the 128x128 sensor becomes --dvs-size pixels: sum-pooling, or "
+                                              "bilinear interpolation as several later papers do"))
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     g.add_argument("--limit-train", dest="limit_train", type=checked("limit_train"),
                    help="use only the first N training images (default: all)")

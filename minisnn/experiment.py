@@ -15,6 +15,7 @@ from .backend import ENV_VAR, DeviceError, get_device, xp_for
 from .data import DATASETS, Dataset, get_dataset
 from .data.cifar10 import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, TEST_FILE, cifar10_folder,
                            read_batch)
+from .data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
 from .data.transforms import crop_and_flip
 from .models import MODELS, build_model
 from .models.plain import NORMS
@@ -24,7 +25,7 @@ DVS_SPLITS = ("number", "time")
 # The options (keyword arguments of the builder) each model and data set takes from the command line.
 MODEL_OPTIONS = {"resnet19": (), "resnet34": (), "resnet50": (), "resnet_small": ("width", "blocks", "strides"),
                  "plain": ("width", "depth", "norm")}
-DATASET_OPTIONS = {"cifar10": (), "digits": (), "cifar10-dvs": ("size", "split_by")}
+DATASET_OPTIONS = {"cifar10": (), "digits": (), "cifar10-dvs": ("size", "split_by", "split_rule", "resize")}
 DOWNLOADABLE = ("cifar10",)
 
 DEFAULTS = {
@@ -46,7 +47,7 @@ FLAGS = {
     "out": "--out", "augment": "--no-augment", "limit_train": "--limit-train", "limit_test": "--limit-test",
     "progress": "--no-progress",
     "width": "--width", "blocks": "--blocks", "strides": "--strides", "depth": "--depth", "norm": "--norm",
-    "size": "--dvs-size", "split_by": "--dvs-split",
+    "size": "--dvs-size", "split_by": "--dvs-split", "split_rule": "--dvs-split-rule", "resize": "--dvs-resize",
 }
 
 
@@ -148,6 +149,7 @@ CHECKS = {
 OPTION_CHECKS = {
     "width": integer(1), "blocks": sequence(integer(1)), "strides": sequence(integer(1)), "depth": integer(1),
     "norm": choice(NORMS), "size": integer(1, 128), "split_by": choice(DVS_SPLITS),
+    "split_rule": choice(SPLIT_RULES), "resize": choice(RESIZE_MODES),
 }
 
 

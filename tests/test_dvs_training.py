@@ -57,3 +57,18 @@ def test_frame_options_reach_the_data_set_and_skipped_records_are_reported(tmp_p
     np.testing.assert_array_equal(dataset.train_x[0], events_to_frames(*recording[:4], 3, "time", 12, "spikingjelly",
                                                                        "bilinear"))
     assert not np.array_equal(dataset.train_x[0], events_to_frames(*recording[:4], 3, "time", 12))
+
+
+def test_cli_dvs_options_reach_the_frames(tmp_path, monkeypatch):
+    """--dvs-split-rule and --dvs-resize are checked where they are parsed and reach the data set."""
+    from minisnn import cli, experiment
+    from minisnn.data import DatasetError
+    seen = {}
+
+    def get_dataset(name, **options):                  # record what the CLI asked for, then stop the run
+        seen.update(options)
+        raise DatasetError("recorded")
+    monkeypatch.setattr(experiment, "get_dataset", get_dataset)
+    code = cli.main(["train", "--dataset", "cifar10-dvs", "--data-dir", str(tmp_path), "--dvs-split-rule",
+                     "spikingjelly", "--dvs-resize", "bilinear", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and seen["split_rule"] == "spikingjelly" and seen["resize"] == "bilinear"
