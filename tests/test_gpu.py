@@ -376,3 +376,55 @@ def test_gpu_check_script_parses_and_its_training_steps_run_on_the_gpu(gpu, caps
     summary = __import__("json").loads(lines[-1])
     assert len(lines) == 4 and summary["device"] == "cuda:0" and summary["device_name"]
     assert code == (0 if summary["loss_fell"] else 1)
+
+
+# ------------------------------------------------------------------- runs, checkpoints and exports
+def cli_run(*args):
+    from minisnn.cli import main
+    return main([str(a) for a in args])
+
+
+def test_a_run_trains_evaluates_and_resumes_on_the_gpu_and_its_checkpoints_cross_devices(gpu, cifar_sample, tmp_path,
+                                                                                          capsys):
+    """Through the CLI as a user runs it: train on cuda, extend it with --resume on cuda, evaluate the
+    CUDA checkpoint on the CPU; train the same run on the CPU and evaluate that checkpoint on cuda. The
+    two runs agree to float32 rounding and every evaluation gives the run's own accuracy."""
+    from minisnn.checkpoint import load_checkpoint
+    common = ["--dataset", "cifar10", "--data-dir", cifar_sample, "--model", "resnet_small", "--width", 4,
+              "--blocks", 1, 1, "-T", 2, "--batch-size", 8, "--limit-train", 16, "--limit-test", 16,
+              "--optimizer", "adam", "--lr", 0.01, "--no-progress"]
+    runs = {}
+    for device in ("cuda", "cpu"):
+        out = tmp_path / device
+        assert cli_run("train", *common, "--epochs", 1, "--device", device, "--out", out) == 0
+        assert cli_run("train", "--resume", "--epochs", 2, "--device", device, "--out", out) == 0
+        runs[device] = load_checkpoint(out / "last.npz")
+    capsys.readouterr()
+    gpu_run, cpu_run = runs["cuda"], runs["cpu"]
+    assert gpu_run["meta"]["epoch"] == cpu_run["meta"]["epoch"] == 2
+    for name, value in cpu_run["model"].items():
+        np.testing.assert_allclose(gpu_run["model"][name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+    for trained, other in (("cuda", "cpu"), ("cpu", "cuda")):
+        assert cli_run("eval", tmp_path / trained / "last.npz", "--device", other, "--out", tmp_path / f"eval_{trained}") == 0
+        printed = capsys.readouterr().out
+        accuracy = runs[trained]["meta"]["history"][-1]["test_acc"]
+        assert f"accuracy {accuracy:.4f}" in printed, printed
+
+
+def test_fold_and_nir_export_of_a_model_on_the_gpu(gpu, tmp_path):
+    pytest.importorskip("nir", reason="NIR export needs the nir extra: pip install -e '.[nir]'")
+    from minisnn.fold import fold_tdbn
+    from minisnn.nir_export import export_nir, from_nir
+    model = resnet_small(num_classes=4, T=2, width=4, blocks=(1, 1), seed=3)
+    x = np.random.default_rng(4).random((2, 3, 8, 8), dtype=np.float32)
+    model(Tensor(x))                                   # running statistics that are not the initial ones
+    model.eval()
+    folded_cpu = fold_tdbn(model)
+    folded_gpu = fold_tdbn(model.to("cuda"))
+    want = folded_cpu(Tensor(x)).data
+    got = host(folded_gpu(Tensor(gpu.asarray(x))).data)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    export_nir(model, (3, 8, 8), tmp_path / "gpu.nir")
+    export_nir(model.to("cpu"), (3, 8, 8), tmp_path / "cpu.nir")
+    again = from_nir(tmp_path / "gpu.nir", T=2)
+    np.testing.assert_array_equal(again(Tensor(x)).data, from_nir(tmp_path / "cpu.nir", T=2)(Tensor(x)).data)
