@@ -32,6 +32,7 @@ from ..backend import get_array_module
 from ..functions.conv import Conv2d, _check_4d, _check_conv_inputs, _geometry, as_pair
 from . import register
 from .parallel import gpu_chunks, map_chunks
+from .phases import timed
 
 
 def _tap_range(offset, pad, stride, size, out_size):
@@ -69,7 +70,8 @@ def im2col_unpadded(x, kh, kw, stride=1, padding=0):
     _, _, (Ho, Wo) = _geometry(x.shape, kh, kw, stride, padding)
     B, C = x.shape[:2]
     padded = any(as_pair(padding, "padding"))
-    cols = (xp.zeros if padded else xp.empty)((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    with timed("allocation"):
+        cols = (xp.zeros if padded else xp.empty)((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
     channel_major = x.transpose(1, 0, 2, 3)
     for p, q, rows, columns, in_rows, in_columns in taps(x.shape, kh, kw, stride, padding):
         cols[:, p, q, :, rows, columns] = channel_major[:, :, in_rows, in_columns]
@@ -108,10 +110,14 @@ class ChunkedConv2d(Conv2d):
         y = xp.empty((x.shape[0], Cout, Ho, Wo), dtype=x.dtype)
 
         def chunk_forward(rows):
-            y_chunk = W_matrix @ im2col_unpadded(x[rows], kh, kw, self.stride, self.padding)  # [Cout, b*Ho*Wo]
-            if b is not None:
-                y_chunk += b[:, None]
-            y[rows] = y_chunk.reshape(Cout, -1, Ho, Wo).transpose(1, 0, 2, 3)
+            with timed("im2col"):
+                cols = im2col_unpadded(x[rows], kh, kw, self.stride, self.padding)
+            with timed("GEMM"):
+                y_chunk = W_matrix @ cols                                         # [Cout, b*Ho*Wo]
+            with timed("layout"):
+                if b is not None:
+                    y_chunk += b[:, None]
+                y[rows] = y_chunk.reshape(Cout, -1, Ho, Wo).transpose(1, 0, 2, 3)
 
         map_chunks(chunk_forward, x.shape[0], xp, self._cols_bytes(x, W, Ho, Wo))
         return y
@@ -131,23 +137,34 @@ class ChunkedConv2d(Conv2d):
             W_flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
 
         def chunk_backward(rows):
-            gY = gy[rows].transpose(1, 0, 2, 3).reshape(Cout, -1)  # [Cout, b*Ho*Wo]
+            with timed("layout"):
+                gY = gy[rows].transpose(1, 0, 2, 3).reshape(Cout, -1)  # [Cout, b*Ho*Wo]
             if need_gx and as_convolution:
-                gx_chunk = W_flipped @ im2col_unpadded(gy[rows], kh, kw, 1, (kh - 1 - ph, kw - 1 - pw))
-                gx[rows] = gx_chunk.reshape(C, -1, H, W_in).transpose(1, 0, 2, 3)
+                with timed("dx columns"):
+                    cols = im2col_unpadded(gy[rows], kh, kw, 1, (kh - 1 - ph, kw - 1 - pw))
+                with timed("GEMM"):
+                    gx_chunk = W_flipped @ cols
+                with timed("layout"):
+                    gx[rows] = gx_chunk.reshape(C, -1, H, W_in).transpose(1, 0, 2, 3)
             elif need_gx:
-                col2im_unpadded(W_matrix.T @ gY, x[rows].shape, kh, kw, self.stride, self.padding, out=gx[rows])
+                with timed("GEMM"):
+                    cols = W_matrix.T @ gY
+                with timed("dx columns"):
+                    col2im_unpadded(cols, x[rows].shape, kh, kw, self.stride, self.padding, out=gx[rows])
             if not need_gW:
                 return None
-            cols = im2col_unpadded(x[rows], kh, kw, self.stride, self.padding)
+            with timed("im2col"):
+                cols = im2col_unpadded(x[rows], kh, kw, self.stride, self.padding)
             # dW = gY cols^T sums over the long b*Ho*Wo axis. Multithreaded OpenBLAS splits the rows
             # of a product among its threads; with few rows it synchronises them at every block of
             # that long sum, which on a busy machine made this product up to 30x slower. So the
             # side with more rows goes first: dW = (cols gY^T)^T unless Cout > C*kh*kw (the stem).
-            return gY @ cols.T if Cout > cols.shape[0] else (cols @ gY.T).T
+            with timed("GEMM"):
+                return gY @ cols.T if Cout > cols.shape[0] else (cols @ gY.T).T
 
         partial_gWs = map_chunks(chunk_backward, x.shape[0], xp, self._cols_bytes(x, W, *gy.shape[2:]))
-        gW = sum(partial_gWs[1:], partial_gWs[0]).reshape(W.shape) if need_gW else None
+        with timed("layout"):
+            gW = sum(partial_gWs[1:], partial_gWs[0]).reshape(W.shape) if need_gW else None
         if len(self.needs_input_grad) == 2:
             return gx, gW
         gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None

@@ -16,11 +16,13 @@ from ..backend import get_array_module
 from ..functions.neuron import LIF, _check_input
 from . import register
 from .parallel import map_chunks
+from .phases import timed
 
 
 class ChunkedLIF(LIF):
     """``LIF`` with the loop over t run on chunks of neurons across the CPU cores, in place."""
 
+    @timed("LIF")
     def forward(self, x):
         xp = get_array_module(x)
         _check_input(x)
@@ -49,6 +51,7 @@ class ChunkedLIF(LIF):
             else:
                 o[t] = self.surrogate.spike(u_t - self.v_th)
 
+    @timed("LIF")
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.empty_like(self.u)

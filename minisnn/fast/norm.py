@@ -23,11 +23,13 @@ from ..backend import get_array_module
 from ..functions.norm import BatchNormFunction
 from . import register
 from .parallel import map_chunks
+from .phases import timed
 
 
 class ChunkedBatchNorm(BatchNormFunction):
     """``BatchNormFunction`` with float64 sums, in-place passes on batch chunks across the CPU cores."""
 
+    @timed("tdBN")
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         x3 = x.reshape(x.shape[0], x.shape[1], -1)  # [B, C, S]: statistics over axes 0 and 2
@@ -66,6 +68,7 @@ class ChunkedBatchNorm(BatchNormFunction):
         parts = map_chunks(per_chunk, len(x3), get_array_module(x3), x3.nbytes)
         return None if parts[0] is None else sum(parts[1:], parts[0])
 
+    @timed("tdBN")
     def backward(self, gy):
         xp = get_array_module(gy)
         x3, mean, istd = self.x3, self.mean, self.istd

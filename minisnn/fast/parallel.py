@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .phases import carried
+
 ENV_VAR = "MINISNN_THREADS"
 GPU_CHUNK_ENV_VAR = "MINISNN_GPU_CHUNK_MB"
 CHUNK_BYTES = 4 << 20  # the memory one chunk should touch: a share of the L2/L3 cache
@@ -107,7 +109,7 @@ def map_chunks(fn, n, xp=np, nbytes=0):
     if _pool is None:
         _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
     with _blas_one_thread():
-        return list(_pool.map(fn, chunks(n, max(parts, workers()))))
+        return list(_pool.map(carried(fn), chunks(n, max(parts, workers()))))
 
 
 def gpu_chunk_bytes(cp):
