@@ -1,23 +1,38 @@
-"""Splitting a batch across CPU workers: the slices, the thread pool, the worker count.
+"""Splitting a batch across CPU workers: the slices, the two ways of running them and the measured choice
+between them, the worker count.
 
 That the Functions split this way still compute what their references do is tested in
 tests/test_fast_paths.py."""
 import threading
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+from threadpoolctl import threadpool_info
 
 from minisnn.fast import parallel
 
 
 @pytest.fixture
 def workers(monkeypatch):
-    """Set the worker count for one test (small jobs split too); restore the default afterwards."""
+    """Set the worker count (and with it a fixed way) for one test; small jobs split too; every job
+    measures afresh. The previous settings come back afterwards."""
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 0)
-    before = parallel.workers()
+    monkeypatch.setattr(parallel, "_choices", {})
+    monkeypatch.setattr(parallel, "_timings", {})
+    before = parallel.workers(), parallel._fixed
     yield parallel.set_workers
-    parallel.set_workers(before)
+    parallel.set_workers(before[0])
+    parallel._fixed = before[1]
+
+
+def in_worker():
+    return threading.current_thread().name.startswith("minisnn")
+
+
+def blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
 
 @given(st.integers(0, 100), st.integers(1, 12))
@@ -30,25 +45,82 @@ def test_chunks_cover_the_range_in_order_without_empty_slices(n, parts):
     assert n == 0 or (min(lengths) >= 1 and max(lengths) - min(lengths) <= 1)
 
 
-@pytest.mark.parametrize("count", [1, 3])
-def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, count):
+@pytest.mark.parametrize("count, expected", [
+    (1, [(0, 1), (1, 3), (3, 5), (5, 7)]),                       # one slice per CHUNK_BYTES
+    (3, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 7)]),       # rounded up to a multiple of 3 workers
+])
+def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, count, expected):
     workers(count)
-    assert parallel.map_chunks(lambda s: (s.start, s.stop), 7, np, nbytes=4 * parallel.CHUNK_BYTES) == [(0, 1), (1, 3), (3, 5), (5, 7)]
+    assert parallel.map_chunks(lambda s: (s.start, s.stop), 7, np, nbytes=4 * parallel.CHUNK_BYTES) == expected
 
     def fail(s):
         raise KeyError("from a worker")
     with pytest.raises(KeyError, match="from a worker"):
-        parallel.map_chunks(fail, 7, np)
+        parallel.map_chunks(fail, 7, np, nbytes=4 * parallel.CHUNK_BYTES)
 
 
-def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks(workers, monkeypatch):
-    """Under SPLIT_BYTES there is no pool (BLAS keeps its own threads), but still one chunk per CHUNK_BYTES."""
+def test_split_runs_on_the_workers_with_blas_on_one_thread(workers):
+    workers(2)
+    seen = parallel.map_chunks(lambda s: (in_worker(), blas_threads()), 4, np, nbytes=4 * parallel.CHUNK_BYTES)
+    assert all(worker and threads == [1] * len(threads) for worker, threads in seen)
+
+
+def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks_with_blas_on_one_thread(workers, monkeypatch):
+    """Under SPLIT_BYTES there is no pool, and BLAS is held at one thread (a small product gains nothing
+    from BLAS threads, which once woken spin for a while), but still one chunk per CHUNK_BYTES."""
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 8 * parallel.CHUNK_BYTES)
     workers(2)
-    got = parallel.map_chunks(lambda s: (s.start, s.stop, threading.current_thread().name), 6, np,
+    got = parallel.map_chunks(lambda s: (s.start, s.stop, in_worker(), blas_threads()), 6, np,
                               nbytes=3 * parallel.CHUNK_BYTES)
-    here = threading.current_thread().name
-    assert got == [(0, 2, here), (2, 4, here), (4, 6, here)]
+    assert [g[:2] for g in got] == [(0, 2), (2, 4), (4, 6)]
+    assert not any(g[2] for g in got) and all(g[3] == [1] * len(g[3]) for g in got)
+
+
+@given(n=st.integers(1, 40), chunk_units=st.integers(1, 30), min_chunk=st.integers(1, 12), count=st.integers(1, 4))
+def test_slices_keep_min_chunk_and_a_multiple_of_the_workers(n, chunk_units, min_chunk, count):
+    before = parallel.workers(), parallel._fixed
+    parallel.set_workers(count)
+    try:
+        slices = parallel.map_chunks(lambda s: s, n, np, nbytes=chunk_units * parallel.CHUNK_BYTES, min_chunk=min_chunk)
+    finally:
+        parallel.set_workers(before[0])
+        parallel._fixed = before[1]
+    lengths = [s.stop - s.start for s in slices]
+    assert sum(lengths) == n
+    assert len(slices) % count == 0 or len(slices) == n             # chunks() caps the count at n
+    assert len(slices) <= count or min(lengths) >= min_chunk
+    assert len(slices) <= -(-chunk_units // count) * count          # no more than CHUNK_BYTES asks for, rounded up
+
+
+def test_the_slices_do_not_depend_on_the_way_they_run(workers):
+    """So that the results are the same bit for bit whichever way a job settles on."""
+    workers(2)
+    split = parallel.map_chunks(lambda s: s, 9, np, nbytes=5 * parallel.CHUNK_BYTES, min_chunk=2)
+    parallel._fixed = "here"
+    here = parallel.map_chunks(lambda s: (s, in_worker()), 9, np, nbytes=5 * parallel.CHUNK_BYTES, min_chunk=2)
+    assert [s for s, _ in here] == split and not any(w for _, w in here)
+
+
+@pytest.mark.parametrize("slow", ["here", "split"])
+def test_a_measured_job_settles_on_the_faster_way(workers, slow):
+    workers(2)
+    parallel._fixed = None                      # as with MINISNN_THREADS unset on a multi-core machine
+    ways = []
+
+    def job(rows):
+        way = "split" if in_worker() else "here"
+        ways.append(way)
+        time.sleep(0.02 if way == slow else 0.001)
+
+    for _ in range(2 * parallel.TRIALS):
+        parallel.map_chunks(job, 4, np, nbytes=4 * parallel.CHUNK_BYTES)
+    assert parallel.choices() == {"split": int(slow == "here"), "here": int(slow == "split"), "measuring": 0}
+    ways.clear()
+    parallel.map_chunks(job, 4, np, nbytes=4 * parallel.CHUNK_BYTES)
+    assert set(ways) == {"split" if slow == "here" else "here"}
+    # a job of another size measures on its own
+    parallel.map_chunks(job, 5, np, nbytes=4 * parallel.CHUNK_BYTES)
+    assert parallel.choices()["measuring"] == 1
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
@@ -59,7 +131,25 @@ def test_bad_thread_count_in_environment_is_an_error(monkeypatch, workers, value
         parallel.workers()
 
 
-def test_thread_count_from_environment(monkeypatch, workers):
-    monkeypatch.setenv(parallel.ENV_VAR, "3")
+@pytest.mark.parametrize("value, count, mode", [("3", 3, "split"), ("1", 1, "here")])
+def test_thread_count_from_environment_fixes_the_way(monkeypatch, workers, value, count, mode):
+    monkeypatch.setenv(parallel.ENV_VAR, value)
     monkeypatch.setattr(parallel, "_workers", None)
-    assert parallel.workers() == 3
+    assert parallel.workers() == count and parallel.mode() == mode
+
+
+def test_without_the_variable_every_core_is_a_worker_and_jobs_measure(monkeypatch, workers):
+    monkeypatch.delenv(parallel.ENV_VAR, raising=False)
+    monkeypatch.setattr(parallel, "_workers", None)
+    cores = len(parallel.os.sched_getaffinity(0)) if hasattr(parallel.os, "sched_getaffinity") else parallel.os.cpu_count()
+    assert parallel.workers() == cores
+    assert parallel.mode() == ("here" if cores == 1 else "measured")
+
+
+def test_set_workers_fixes_the_way(workers):
+    workers(3)
+    assert parallel.workers() == 3 and parallel.mode() == "split"
+    workers(1)
+    assert parallel.mode() == "here"
+    with pytest.raises(ValueError, match="positive int"):
+        workers(0)

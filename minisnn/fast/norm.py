@@ -74,20 +74,26 @@ class ChunkedBatchNorm(BatchNormFunction):
         x3, mean, istd = self.x3, self.mean, self.istd
         gy3 = gy.reshape(x3.shape)
         n = gy3.shape[0] * gy3.shape[2]
-        sums = self._sum(lambda b: xp.stack([gy3[b].sum(axis=(0, 2)),
-                                             xp.einsum("bcs,bcs->c", gy3[b], x3[b] - mean)]), x3)
-        sum_gy, sum_gy_xn = sums[0], sums[1] * istd[:, 0]          # = dbeta and dlambda / s
+        # x - mean, needed by both sweeps below, is written once: into gx, which the second sweep then
+        # turns into dx in place (or into a throwaway array when x needs no gradient)
+        centred = xp.empty_like(x3)
+
+        def sums(b):                                                 # sum(gy), sum(gy (x - mean))
+            xp.subtract(x3[b], mean, out=centred[b])
+            return xp.stack([gy3[b].sum(axis=(0, 2)), xp.einsum("bcs,bcs->c", gy3[b], centred[b])])
+
+        total = self._sum(sums, x3)
+        sum_gy, sum_gy_xn = total[0], total[1] * istd[:, 0]        # = dbeta and dlambda / s
         gx = None
         if self.needs_input_grad[0]:
             gain = self.weight[:, None] * (self.scale * istd)        # dy/dx with the statistics held fixed
-            gx = xp.empty_like(x3)
+            gx = centred
 
             def input_grad(b):                                       # gain (gy - sum_gy/n - xn sum_gy_xn/n)
-                g = gx[b]
+                g = gx[b]                                            # x - mean; xn = (x - mean) istd
                 if not self.training:
                     xp.multiply(gy3[b], gain, out=g)
                     return
-                xp.subtract(x3[b], mean, out=g)                      # x - mean; xn = (x - mean) istd
                 g *= istd * (-sum_gy_xn[:, None] / n)
                 g += gy3[b]
                 g -= sum_gy[:, None] / n
