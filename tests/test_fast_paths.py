@@ -35,6 +35,7 @@ splits = st.tuples(st.integers(1, 3), st.sampled_from([1, 1 << 10, parallel.CHUN
 conv_knobs = st.fixed_dictionaries({"PER_IMAGE_GEMM": st.sampled_from([1, 10 ** 9]),
                                     "MIN_COLUMNS": st.sampled_from([1, 7, 512]),
                                     "TILE": st.sampled_from([1, 3, 128]),
+                                    "TILE_O": st.sampled_from([1, 2, 32]),
                                     "COLUMN_BUFFERS": st.sampled_from([1, 8])})
 
 
