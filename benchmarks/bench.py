@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from minisnn.bench import THREAD_VARS, add_arguments, configs, machine_info, run_isolated
+from minisnn.bench import THREAD_VARS, add_arguments, configs, machine_info, run_isolated, small_net_args
 
 PEER = Path(__file__).resolve().parent / "peer_torch.py"
 
@@ -52,6 +52,7 @@ def run_peer(config, threads=2, timeout=3600):
            "--batch", str(config["batch"]), "--steps", str(config["steps"]),
            "--warmup", str(config["warmup"]), "--threads", str(threads),
            "--width", str(args.get("width", 32)), "--blocks", *map(str, args.get("blocks", (1, 1, 1))),
+           *(["--strides", *map(str, args["strides"])] if args.get("strides") else []),
            "--device", config.get("device", "cpu")] + (["--profile"] if config.get("phases") else [])
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -180,7 +181,8 @@ def markdown(rows, command, machine, threads):
 def _model_name(row):
     args = row.get("model_args") or {}
     if row["model"] == "resnet_small":
-        return f"resnet_small w{args.get('width', 32)} b{''.join(map(str, args.get('blocks', (1, 1, 1))))}"
+        name = f"resnet_small w{args.get('width', 32)} b{''.join(map(str, args.get('blocks', (1, 1, 1))))}"
+        return name + (f" s{''.join(map(str, args['strides']))}" if args.get("strides") else "")
     return row["model"]
 
 
@@ -251,6 +253,8 @@ def command_line(args):
              "--batch", *map(str, args.batch)]
     if "resnet_small" in args.model or args.depth:
         parts += ["--width", str(args.width), "--blocks", *map(str, args.blocks)]
+        if args.strides:
+            parts += ["--strides", *map(str, args.strides)]
     parts += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
               "--threads", str(args.threads)]
     if args.no_peer:
@@ -281,7 +285,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     run(models=args.model, Ts=args.T, batches=args.batch, steps=args.steps, warmup=args.warmup,
         repeats=args.repeats, threads=args.threads, peer=not args.no_peer, depths=args.depth,
-        depth_batch=args.depth_batch, model_args={"width": args.width, "blocks": tuple(args.blocks)},
+        depth_batch=args.depth_batch, model_args=small_net_args(args),
         device=args.device, gemm_size=args.gemm_size, results=args.results, command=command_line(args),
         phases=args.phases)
     return 0

@@ -118,11 +118,12 @@ class SpikingResNet(nn.Module):
         return self.fc2(h).mean(dim=0)
 
 
-def build(model, T, width=32, blocks=(1, 1, 1)):
+def build(model, T, width=32, blocks=(1, 1, 1), strides=None):
     if model == "resnet19":
         return SpikingResNet([(128, 3, 1), (256, 3, 2), (512, 2, 2)], 128, T)
     if model == "resnet_small":
-        stages = [(width * 2 ** i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
+        strides = strides or (1,) + (2,) * (len(blocks) - 1)
+        stages = [(width * 2 ** i, n, stride) for i, (n, stride) in enumerate(zip(blocks, strides))]
         return SpikingResNet(stages, width, T, fc_hidden=0)
     raise ValueError(f"peer_torch: unknown model {model!r}")
 
@@ -165,13 +166,13 @@ def phases(events, steps):
 
 
 def run(model="resnet19", T=2, batch=8, steps=3, warmup=1, threads=2, width=32, blocks=(1, 1, 1), seed=0,
-        device="cpu", profiled=False):
+        device="cpu", profiled=False, strides=None):
     """Time ``steps`` training steps after ``warmup`` ones on ``device`` ('cpu' or 'cuda'). Returns a dict.
     profiled: run the timed steps under torch.profiler and add ``phases`` (see ``phases``)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = torch.device("cuda" if device.startswith("cuda") else "cpu")
-    net = build(model, T, width, blocks).to(device)
+    net = build(model, T, width, blocks, strides).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, 32, 32, generator=gen).to(device)
@@ -219,11 +220,12 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1])
+    p.add_argument("--strides", type=int, nargs="+", help="stride of each stage's first block (default 1 2 2 ...)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--profile", action="store_true", help="time each phase with torch.profiler")
     a = p.parse_args(argv)
     print(json.dumps(run(a.model, a.T, a.batch, a.steps, a.warmup, a.threads, a.width, tuple(a.blocks),
-                         device=a.device, profiled=a.profile)))
+                         device=a.device, profiled=a.profile, strides=a.strides and tuple(a.strides))))
     return 0
 
 

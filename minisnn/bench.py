@@ -228,6 +228,8 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, nargs="+", default=[8])
     p.add_argument("--width", type=int, default=32, help="resnet_small: channels of the first stage")
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1], help="resnet_small: blocks per stage")
+    p.add_argument("--strides", type=int, nargs="+", help="resnet_small: stride of each stage's first block "
+                                                          "(default 1 2 2 ...)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads")
@@ -238,11 +240,19 @@ def add_arguments(p):
                         "configuration, on one core")
 
 
+def small_net_args(args):
+    """resnet_small's arguments from the command line: width, blocks and (when given) strides."""
+    model_args = {"width": args.width, "blocks": tuple(args.blocks)}
+    if args.strides:
+        model_args["strides"] = tuple(args.strides)
+    return model_args
+
+
 def bench_command(args):
     """``minisnn bench``: every configuration in a fresh process; JSON lines, then a table."""
     rows = []
-    for config in configs(args.model, args.T, args.batch, {"width": args.width, "blocks": tuple(args.blocks)},
-                          args.steps, args.warmup, args.device, args.gemm_size):
+    for config in configs(args.model, args.T, args.batch, small_net_args(args), args.steps, args.warmup, args.device,
+                          args.gemm_size):
         rows.append(run_isolated(config, args.threads))
         print(json.dumps(rows[-1]), flush=True)
     machine = machine_info()
@@ -251,8 +261,8 @@ def bench_command(args):
     print(table(rows))
     if args.phases:
         profiled = [run_isolated(dict(config, phases=True)) for config in configs(
-            args.model, args.T, args.batch, {"width": args.width, "blocks": tuple(args.blocks)}, args.steps,
-            args.warmup, args.device, args.gemm_size)]
+            args.model, args.T, args.batch, small_net_args(args), args.steps, args.warmup, args.device,
+            args.gemm_size)]
         print("\nWhere the time goes: CPU seconds per step on one core (MINISNN_THREADS=1, one BLAS thread)")
         print(phase_table(profiled))
     return 0
@@ -265,8 +275,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.one:
         config = json.loads(args.one)
-        if "blocks" in config.get("model_args", {}):
-            config["model_args"]["blocks"] = tuple(config["model_args"]["blocks"])
+        for name in ("blocks", "strides"):
+            if name in config.get("model_args", {}):
+                config["model_args"][name] = tuple(config["model_args"][name])
         print(json.dumps(measure_step(**config)))
         return 0
     return bench_command(args)

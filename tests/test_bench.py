@@ -192,15 +192,16 @@ def load_peer():
     return load_script("peer_torch")
 
 
-def test_peer_computes_the_same_network_as_minisnn():
+@pytest.mark.parametrize("strides", [None, (2, 2, 2)])
+def test_peer_computes_the_same_network_as_minisnn(strides):
     """Same weights, same float64 input: the same loss and the same gradient for every weight."""
     torch = pytest.importorskip("torch")
     peer = load_peer()
-    ours = resnet_small(T=3, **TINY).astype(np.float64)
-    theirs = peer.build("resnet_small", T=3, width=4, blocks=(1, 1, 1)).double()
+    ours = resnet_small(T=3, strides=strides, **TINY).astype(np.float64)
+    theirs = peer.build("resnet_small", T=3, width=4, blocks=(1, 1, 1), strides=strides).double()
     convbn_ours = [m for _, m in ours.named_modules() if type(m).__name__ == "ConvBN"]
     convbn_theirs = [m for m in theirs.modules() if isinstance(m, peer.ConvBN)]
-    assert len(convbn_ours) == len(convbn_theirs) == 9
+    assert len(convbn_ours) == len(convbn_theirs) == (9 if strides is None else 10)  # + the first stage's shortcut
     pairs = []
     for a, b in zip(convbn_ours, convbn_theirs):
         pairs += [(a.conv.weight, b.conv.weight), (a.bn.weight, b.weight), (a.bn.bias, b.bias)]

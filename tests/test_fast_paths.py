@@ -1,9 +1,8 @@
 """Every fast Function equals its reference (minisnn/fast/ against minisnn/functions/), on every path.
 
-Hypothesis draws the shapes and, for the CPU split, the number of workers, the chunk size (one sample
-per chunk up to the whole batch in one) and the way the chunks run (split across the workers, or one
-after another here), so that each arrangement of the work is compared with the straight-line
-reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), dW from dx's columns or from
+Hypothesis draws the shapes and, for the CPU split, the number of workers and the chunk size (one
+sample per chunk up to the whole batch in one), so that each arrangement of the work is compared with
+the straight-line reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), dW from dx's columns or from
 im2col(x), im2col without padding copies into buffers that keep their zeros, products per image or
 per chunk, the chunked LIF loop (bit for bit), batch norm's float64 chunked sums, and the blockwise
 SGD and Adam updates (bit for bit).
@@ -28,8 +27,7 @@ from minisnn.nn import Parameter
 from minisnn.optim import SGD, Adam
 from strategies import conv_cases, lif_cases, norm_cases, seeds
 
-splits = st.tuples(st.integers(1, 3), st.sampled_from([1, 1 << 10, parallel.CHUNK_BYTES]),
-                   st.sampled_from(["split", "here"]))
+splits = st.tuples(st.integers(1, 3), st.sampled_from([1, 1 << 10, parallel.CHUNK_BYTES]))
 # the conv's own knobs: one product per image or per chunk, chunk width, the tile of the dW sums, and
 # column buffers kept per thread (1: every other geometry evicts the last one)
 conv_knobs = st.fixed_dictionaries({"PER_IMAGE_GEMM": st.sampled_from([1, 10 ** 9]),
@@ -40,20 +38,17 @@ conv_knobs = st.fixed_dictionaries({"PER_IMAGE_GEMM": st.sampled_from([1, 10 ** 
 
 
 @contextlib.contextmanager
-def cpu_split(workers, chunk_bytes, way="split"):
-    """Run the CPU split with ``workers`` threads and chunks of ``chunk_bytes`` (1: one sample per chunk),
-    the chunks run ``way`` ("split" across the workers or "here", one after another); small jobs split
-    too."""
-    before = parallel.workers(), parallel._fixed
+def cpu_split(workers, chunk_bytes):
+    """Run the CPU split with ``workers`` threads and chunks of ``chunk_bytes`` (1: one sample per chunk);
+    small jobs split too."""
+    before = parallel.workers()
     saved = parallel.CHUNK_BYTES, parallel.SPLIT_BYTES
     parallel.set_workers(workers)
-    parallel._fixed = way if workers > 1 else "here"
     parallel.CHUNK_BYTES, parallel.SPLIT_BYTES = chunk_bytes, 0
     try:
         yield
     finally:
-        parallel.set_workers(before[0])
-        parallel._fixed = before[1]
+        parallel.set_workers(before)
         parallel.CHUNK_BYTES, parallel.SPLIT_BYTES = saved
 
 
@@ -118,19 +113,6 @@ def test_chunked_conv_equals_reference(calls, split, conv_knob_values):
         with cpu_split(*split), knobs(fast_conv, conv_knob_values):
             got = run(ChunkedConv2d(stride, padding), inputs, gy, needs)
         assert_same(got, want)
-
-
-@settings(max_examples=30)
-@given(conv_cases(max_batch=4), st.booleans(), st.integers(2, 3), st.sampled_from([1, 1 << 10]), conv_knobs, seeds)
-def test_chunked_conv_gives_the_same_bits_split_or_here(case, need_dx, workers, chunk_bytes, conv_knob_values, seed):
-    """The slices do not depend on the way they run, so a job's measured choice never changes a result."""
-    x, W, _, stride, padding = case
-    gy = np.random.default_rng(seed).standard_normal(Conv2d(stride, padding).forward(x, W).shape)
-    results = []
-    for way in ("split", "here"):
-        with cpu_split(workers, chunk_bytes, way), knobs(fast_conv, conv_knob_values):
-            results.append(run(ChunkedConv2d(stride, padding), (x, W), gy, [need_dx, True]))
-    assert_same(results[0], results[1], exact=True)
 
 
 @settings(max_examples=60)

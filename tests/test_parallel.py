@@ -1,10 +1,8 @@
-"""Splitting a batch across CPU workers: the slices, the two ways of running them and the measured choice
-between them, the worker count.
+"""Splitting a batch across CPU workers: the slices, where they run, the worker count.
 
 That the Functions split this way still compute what their references do is tested in
 tests/test_fast_paths.py."""
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,15 +14,11 @@ from minisnn.fast import parallel
 
 @pytest.fixture
 def workers(monkeypatch):
-    """Set the worker count (and with it a fixed way) for one test; small jobs split too; every job
-    measures afresh. The previous settings come back afterwards."""
+    """Set the worker count for one test (small jobs split too); restore the default afterwards."""
     monkeypatch.setattr(parallel, "SPLIT_BYTES", 0)
-    monkeypatch.setattr(parallel, "_choices", {})
-    monkeypatch.setattr(parallel, "_timings", {})
-    before = parallel.workers(), parallel._fixed
+    before = parallel.workers()
     yield parallel.set_workers
-    parallel.set_workers(before[0])
-    parallel._fixed = before[1]
+    parallel.set_workers(before)
 
 
 def in_worker():
@@ -78,13 +72,12 @@ def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks_with_blas_on
 
 @given(n=st.integers(1, 40), chunk_units=st.integers(1, 30), min_chunk=st.integers(1, 12), count=st.integers(1, 4))
 def test_slices_keep_min_chunk_and_a_multiple_of_the_workers(n, chunk_units, min_chunk, count):
-    before = parallel.workers(), parallel._fixed
+    before = parallel.workers()
     parallel.set_workers(count)
     try:
         slices = parallel.map_chunks(lambda s: s, n, np, nbytes=chunk_units * parallel.CHUNK_BYTES, min_chunk=min_chunk)
     finally:
-        parallel.set_workers(before[0])
-        parallel._fixed = before[1]
+        parallel.set_workers(before)
     lengths = [s.stop - s.start for s in slices]
     assert sum(lengths) == n
     assert len(slices) % count == 0 or len(slices) == n             # chunks() caps the count at n
@@ -92,35 +85,12 @@ def test_slices_keep_min_chunk_and_a_multiple_of_the_workers(n, chunk_units, min
     assert len(slices) <= -(-chunk_units // count) * count          # no more than CHUNK_BYTES asks for, rounded up
 
 
-def test_the_slices_do_not_depend_on_the_way_they_run(workers):
-    """So that the results are the same bit for bit whichever way a job settles on."""
-    workers(2)
-    split = parallel.map_chunks(lambda s: s, 9, np, nbytes=5 * parallel.CHUNK_BYTES, min_chunk=2)
-    parallel._fixed = "here"
-    here = parallel.map_chunks(lambda s: (s, in_worker()), 9, np, nbytes=5 * parallel.CHUNK_BYTES, min_chunk=2)
-    assert [s for s, _ in here] == split and not any(w for _, w in here)
-
-
-@pytest.mark.parametrize("slow", ["here", "split"])
-def test_a_measured_job_settles_on_the_faster_way(workers, slow):
-    workers(2)
-    parallel._fixed = None                      # as with MINISNN_THREADS unset on a multi-core machine
-    ways = []
-
-    def job(rows):
-        way = "split" if in_worker() else "here"
-        ways.append(way)
-        time.sleep(0.02 if way == slow else 0.001)
-
-    for _ in range(2 * parallel.TRIALS):
-        parallel.map_chunks(job, 4, np, nbytes=4 * parallel.CHUNK_BYTES)
-    assert parallel.choices() == {"split": int(slow == "here"), "here": int(slow == "split"), "measuring": 0}
-    ways.clear()
-    parallel.map_chunks(job, 4, np, nbytes=4 * parallel.CHUNK_BYTES)
-    assert set(ways) == {"split" if slow == "here" else "here"}
-    # a job of another size measures on its own
-    parallel.map_chunks(job, 5, np, nbytes=4 * parallel.CHUNK_BYTES)
-    assert parallel.choices()["measuring"] == 1
+def test_one_worker_runs_big_jobs_here_with_all_of_blas(workers):
+    """MINISNN_THREADS=1: every chunk in the calling thread, and BLAS keeps its threads for the products."""
+    workers(1)
+    before = blas_threads()
+    seen = parallel.map_chunks(lambda s: (in_worker(), blas_threads()), 4, np, nbytes=4 * parallel.CHUNK_BYTES)
+    assert seen == [(False, before)] * 4
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
@@ -131,25 +101,21 @@ def test_bad_thread_count_in_environment_is_an_error(monkeypatch, workers, value
         parallel.workers()
 
 
-@pytest.mark.parametrize("value, count, mode", [("3", 3, "split"), ("1", 1, "here")])
-def test_thread_count_from_environment_fixes_the_way(monkeypatch, workers, value, count, mode):
-    monkeypatch.setenv(parallel.ENV_VAR, value)
+def test_thread_count_from_environment(monkeypatch, workers):
+    monkeypatch.setenv(parallel.ENV_VAR, "3")
     monkeypatch.setattr(parallel, "_workers", None)
-    assert parallel.workers() == count and parallel.mode() == mode
+    assert parallel.workers() == 3
 
 
-def test_without_the_variable_every_core_is_a_worker_and_jobs_measure(monkeypatch, workers):
+def test_without_the_variable_every_core_is_a_worker(monkeypatch, workers):
     monkeypatch.delenv(parallel.ENV_VAR, raising=False)
     monkeypatch.setattr(parallel, "_workers", None)
     cores = len(parallel.os.sched_getaffinity(0)) if hasattr(parallel.os, "sched_getaffinity") else parallel.os.cpu_count()
     assert parallel.workers() == cores
-    assert parallel.mode() == ("here" if cores == 1 else "measured")
 
 
-def test_set_workers_fixes_the_way(workers):
+def test_set_workers_checks_its_argument(workers):
     workers(3)
-    assert parallel.workers() == 3 and parallel.mode() == "split"
-    workers(1)
-    assert parallel.mode() == "here"
+    assert parallel.workers() == 3
     with pytest.raises(ValueError, match="positive int"):
         workers(0)
