@@ -3,6 +3,7 @@
 That the Functions split this way still compute what their references do is tested in
 tests/test_fast_paths.py."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -53,10 +54,36 @@ def test_map_chunks_returns_results_in_order_and_raises_worker_errors(workers, c
         parallel.map_chunks(fail, 7, np, nbytes=4 * parallel.CHUNK_BYTES)
 
 
-def test_split_runs_on_the_workers_with_blas_on_one_thread(workers):
-    workers(2)
-    seen = parallel.map_chunks(lambda s: (in_worker(), blas_threads()), 4, np, nbytes=4 * parallel.CHUNK_BYTES)
-    assert all(worker and threads == [1] * len(threads) for worker, threads in seen)
+def test_split_runs_on_as_many_threads_as_workers_with_blas_on_one_thread(workers):
+    """The calling thread takes slices too; so does each of the pool's workers - 1 threads."""
+    workers(3)
+    gate = threading.Barrier(3, timeout=10)                   # only passes if three threads run slices at once
+
+    def job(rows):
+        if rows.start < 3:
+            gate.wait()
+        return threading.current_thread().name, blas_threads()
+
+    seen = parallel.map_chunks(job, 6, np, nbytes=6 * parallel.CHUNK_BYTES)
+    names = {name for name, _ in seen}
+    assert len(names) == 3 and threading.current_thread().name in names
+    assert all(threads == [1] * len(threads) for _, threads in seen)
+
+
+def test_an_error_in_any_thread_reaches_the_caller_after_every_thread_stopped(workers):
+    workers(3)
+    running = []
+
+    def job(rows):
+        running.append(rows.start)
+        if rows.start == 4:
+            raise KeyError("slice 4")
+        time.sleep(0.01)
+        running.remove(rows.start)
+
+    with pytest.raises(KeyError, match="slice 4"):
+        parallel.map_chunks(job, 12, np, nbytes=12 * parallel.CHUNK_BYTES)
+    assert running == [4]                                     # nothing else still running when it is raised
 
 
 def test_small_job_runs_in_the_calling_thread_in_cache_sized_chunks_with_blas_on_one_thread(workers, monkeypatch):

@@ -233,27 +233,46 @@ def _flipped(W):
 
 
 @timed("layout")
-def _sum_parts(parts, out, transposed=False):
-    """out = the sum of the chunks' partial products, added in chunk order (so the result does not depend
-    on how the chunks ran); with ``transposed``, out [M, K] = the sum of parts[i]^T (each [K, M]).
-
-    Tile by tile of TILE rows of the parts, the tile of every part is added where it lies (contiguous)
-    and the sum is copied into out -- transposed, when asked, a small tile at a time so that the
-    transposed reads stay in cache. Ranges of rows run on all cores (``map_chunks``)."""
-    rows_total, columns = parts[0].shape
+def _sum_transposed(parts, out):
+    """out [M, K] = the sum of the chunks' parts^T (each [K, M]), added in chunk order (so the result does
+    not depend on how the chunks ran): tile by tile of TILE rows of the parts, the tile of every part is
+    added where it lies (contiguous) and only the sum is copied transposed, a small tile at a time so
+    that the transposed reads stay in cache. Ranges of rows run on all cores (``map_chunks``)."""
+    rows_total, M = parts[0].shape
 
     def sum_rows(rows):
-        tile = _scratch("sum tile", (TILE, columns), out.dtype)
+        tile = _scratch("sum tile", (TILE, M), out.dtype)
         for k in range(rows.start, rows.stop, TILE):
             block = slice(k, min(k + TILE, rows.stop))
-            total = tile[:block.stop - block.start] if transposed else out[block]
+            total = tile[:block.stop - block.start]
             total[...] = parts[0][block]
             for part in parts[1:]:
                 total += part[block]
-            if transposed:
-                out[:, block] = total.T
+            out[:, block] = total.T
 
     map_chunks(sum_rows, rows_total, np, nbytes=(len(parts) + 1) * out.nbytes, min_chunk=TILE)
+
+
+@timed("layout")
+def _sum_flipped(parts, out):
+    """dW [Cout, C, kh, kw] from the chunks' parts of Wf^T [(o, p', q'), c]: their sum in chunk order,
+    written as dW[o, c, p, q] = Wf^T[(o, kh-1-p, kw-1-q), c]. TILE_O output channels at a time (the
+    rows of every part added where they lie, then turned and transposed while in cache), on all cores."""
+    Cout, C, kh, kw = out.shape
+    taps = kh * kw
+
+    def sum_channels(channels):
+        tile = _scratch("sum tile", (TILE_O * taps, C), out.dtype)
+        for o in range(channels.start, channels.stop, TILE_O):
+            o_end = min(o + TILE_O, channels.stop)
+            rows = slice(o * taps, o_end * taps)
+            total = tile[:rows.stop - rows.start]
+            total[...] = parts[0][rows]
+            for part in parts[1:]:
+                total += part[rows]
+            out[o:o_end] = total.reshape(o_end - o, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2)
+
+    map_chunks(sum_channels, Cout, np, nbytes=(len(parts) + 1) * out.nbytes, min_chunk=TILE_O)
 
 
 class ChunkedConv2d(Conv2d):
@@ -339,13 +358,11 @@ class ChunkedConv2d(Conv2d):
         parts = self._map(chunk_backward, x, W, g)
         gW = None
         if need_gW and need_gx and as_convolution:                   # parts of Wf^T [(o, p', q'), c]
-            total = np.empty((Cout * kh * kw, C), dtype=x.dtype)
-            _sum_parts(parts, total)
-            with timed("layout"):
-                gW = np.ascontiguousarray(total.reshape(Cout, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2))
+            gW = np.empty(W.shape, dtype=x.dtype)
+            _sum_flipped(parts, gW)
         elif need_gW:                                                # parts of dW^T [(c, p, q), o]
             gW = np.empty((Cout, C * kh * kw), dtype=x.dtype)
-            _sum_parts(parts, gW, transposed=True)
+            _sum_transposed(parts, gW)
             gW = gW.reshape(W.shape)
         if len(self.needs_input_grad) == 2:
             return gx, gW

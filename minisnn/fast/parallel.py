@@ -12,11 +12,12 @@ the same share.
 
 **How they run**, decided for each call from the job's size and the worker count alone:
 
-* A job of SPLIT_BYTES or more, with more than one worker, is *split*: its chunks run in a thread pool
-  of ``workers()`` threads. NumPy releases the GIL inside its loops and BLAS calls, so they really run
-  at the same time. Meanwhile BLAS is held at one thread per worker (through threadpoolctl, which
-  finds the BLAS library NumPy was built with and calls its own thread setter), so that the two levels
-  of threading do not fight for the cores.
+* A job of SPLIT_BYTES or more, with more than one worker, is *split*: its chunks run on ``workers()``
+  threads -- the calling thread and a pool of ``workers() - 1`` -- each taking the next chunk as soon
+  as it is free. NumPy releases the GIL inside its loops and BLAS calls, so they really run at the same
+  time. Meanwhile BLAS is held at one thread per worker (through threadpoolctl, which finds the BLAS
+  library NumPy was built with and calls its own thread setter), so that the two levels of threading
+  do not fight for the cores.
 * A smaller job runs its chunks one after another in the calling thread, with BLAS held at one thread
   too: handing it over would cost more than it saves, and so would waking BLAS's own threads, which
   then spin for a while on the cores the next job needs.
@@ -42,6 +43,7 @@ or ``MINISNN_GPU_CHUNK_MB`` megabytes when set.
 """
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -130,15 +132,44 @@ def map_chunks(fn, n, xp=np, nbytes=0, min_chunk=1):
         parts = up if up <= most else max(count, most // count * count)
     slices = chunks(n, parts)                        # chunks() keeps parts within [1, n]
     if split and len(slices) > 1:
-        global _pool
-        if _pool is None:
-            _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
         with _blas_one_thread():
-            return list(_pool.map(carried(fn), slices))
+            return _split(fn, slices)
     if nbytes < SPLIT_BYTES:
         with _blas_one_thread():
             return [fn(rows) for rows in slices]
     return [fn(rows) for rows in slices]
+
+
+def _split(fn, slices):
+    """fn over the slices on workers() threads, the calling thread among them, each taking the next slice
+    when it is free (one hand-over per worker, not per slice); the results in slice order."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(workers() - 1, thread_name_prefix="minisnn")
+    results, taken, lock = [None] * len(slices), iter(range(len(slices))), threading.Lock()
+    failed = []
+
+    def drain():
+        while not failed:
+            with lock:
+                i = next(taken, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(slices[i])
+            except BaseException:
+                failed.append(True)                  # the others stop taking slices
+                raise
+
+    helpers = [_pool.submit(carried(drain)) for _ in range(workers() - 1)]
+    try:
+        drain()
+    finally:
+        for helper in helpers:
+            helper.exception()                       # wait for every helper before anything is re-raised
+    for helper in helpers:
+        helper.result()                              # a helper's error, if the calling thread had none
+    return results
 
 
 def gpu_chunk_bytes(cp):
