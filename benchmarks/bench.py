@@ -122,7 +122,8 @@ def phases_markdown(pairs, command, machine):
              "convolution holds oneDNN's own im2col, GEMM and col2im.", ""]
     for ours, theirs in pairs:
         lines += [f"{_model_name(ours)}, T={ours['T']}, batch {ours['batch']}:", "",
-                  "| minisnn phase | s/step | share | | PyTorch phase | s/step | share |", "|---|---|---|---|---|---|---|"]
+                  "| minisnn phase | s/step | share | | PyTorch phase | s/step | share |",
+                  "|---|---|---|---|---|---|---|"]
         left = [(n, ours["phases"].get(n, 0.0)) for n in MINISNN_PHASES] + [("step (CPU)", ours["step_cpu_s"])]
         right = []
         if theirs is not None:
@@ -143,7 +144,7 @@ def machine_line(machine, rows, threads):
     return (f"Machine: {machine['cpu']} ({machine['vector']}), {machine['cores']} cores, {machine['memory_gb']} GB; "
             f"Python {machine['python']}, NumPy {machine['numpy']} ({machine['blas']})"
             + (f", PyTorch {rows[0]['torch_version']}" if rows and "torch_version" in rows[0] else "")
-            + f"; {threads} threads for both.  ")
+            + f"; {threads} thread{'' if threads == 1 else 's'} for both.  ")
 
 
 def markdown(rows, command, machine, threads):

@@ -137,7 +137,8 @@ def test_thread_count_from_environment(monkeypatch, workers):
 def test_without_the_variable_every_core_is_a_worker(monkeypatch, workers):
     monkeypatch.delenv(parallel.ENV_VAR, raising=False)
     monkeypatch.setattr(parallel, "_workers", None)
-    cores = len(parallel.os.sched_getaffinity(0)) if hasattr(parallel.os, "sched_getaffinity") else parallel.os.cpu_count()
+    os = parallel.os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert parallel.workers() == cores
 
 

@@ -10,7 +10,8 @@ change measured in benchmarks/RESULTS.md:
   MIN_COLUMNS output positions, so that small maps still give BLAS products wide enough to run near
   its best rate, and dW few partial products to add.
 * **im2col straight from the unpadded input, into a buffer that keeps its zeros.** For each kernel
-  offset (p, q) only the output positions whose window lies inside the image are copied (``taps``);
+  offset (p, q) only the output positions whose window lies inside the image are copied
+  (``Geometry.taps``);
   the other entries of the columns are the zero padding. Each thread keeps its column buffers
   (``_Buffers``): a buffer is zeroed once, when it is made, and every later im2col of the same geometry
   writes exactly the same entries, so the padding stays zero and no call fills its columns with zeros
@@ -33,6 +34,11 @@ change measured in benchmarks/RESULTS.md:
   flipped kernel's layout), gives dW after a weight-sized reshuffle, and backward needs no im2col of x
   at all. Where dx is not a convolution (strided layers) or not needed (the first layer, whose gy has
   far more channels than its image), dW = gY im2col(x)^T as in the reference.
+* **Weight-sized transpositions in tiles, on all cores.** The chunks' partial dW are added in chunk
+  order (so the result does not depend on which thread ran which chunk) and turned into W's layout a
+  tile at a time (``_sum_flipped``, ``_sum_transposed``); Wf is built in blocks of output channels
+  (``_flipped``). A transposed copy of a large matrix in one go reads memory with a large stride;
+  in tiles that stay in cache it runs several times faster.
 
 What it does not do: keep forward's columns. They are kh*kw times the layer's input -- for ResNet-19
 at T=2, batch 8 about 730 MB over all layers, more than the whole step needs now -- and the dW trick

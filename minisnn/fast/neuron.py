@@ -62,7 +62,9 @@ class ChunkedLIF(LIF):
         gx = xp.empty_like(self.u)
         per_step = (len(gx), -1)
         gy_, u_, o_, gx_ = (a.reshape(per_step) for a in (gy, self.u, self.o, gx))
-        touched = gy.nbytes + self.u.nbytes + self.o.nbytes + gx.nbytes + 4 * gx.nbytes   # + the surrogate's temporaries
+        # the memory a chunk touches, the surrogate derivative's few temporaries included: chunks that fit
+        # in cache with all of them
+        touched = gy.nbytes + self.u.nbytes + self.o.nbytes + gx.nbytes + 4 * gx.nbytes
         map_chunks(lambda n: self._backward_loop(gy_[:, n], u_[:, n], o_[:, n], gx_[:, n]), gx_.shape[1], xp,
                    touched)
         return gx

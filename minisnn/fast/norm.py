@@ -4,7 +4,8 @@
   from the centred x that y is built from anyway (two passes: no cancellation), so no array beyond y
   is made.
 * Memory: only x is kept for backward -- it is alive anyway as this Function's input -- and x - mean is
-  rebuilt from it there, so no normalised copy waits in memory between forward and backward.
+  rebuilt from it there, so no normalised copy waits in memory between forward and backward. It is
+  rebuilt once, straight into the array that the last pass turns into dx.
 * The per-channel means in dx reuse the parameter gradients: mean(g_hat) = lambda * s * dbeta / n and
   mean(g_hat * xn) = lambda * dlambda / n, so backward makes only two reductions, and dx is built in
   place.
