@@ -3,6 +3,10 @@
 Reproducibility without replay: the order of epoch ``e`` comes from ``default_rng([seed, e, 0])`` and the
 augmentation of its batch ``s`` from ``default_rng([seed, e, 1, s])``. So batch (e, s) is a function of
 (seed, e, s) alone, and a run resumed at (e, s) sees exactly the batches an uninterrupted run would.
+
+Data-parallel training (``minisnn/dist``) gives rank k of K the rows ``shard_rows(n, k, K)`` of every
+batch of n rows: ``batches(..., shard=(k, K))``. The K shards of a batch together are that batch, the
+same rows augmented the same way, whatever K is.
 """
 from dataclasses import dataclass
 
@@ -12,6 +16,16 @@ from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DatasetError, l
 from .cifar10_dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs, shift_and_flip
 from .digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits
 from .transforms import crop_and_flip, normalize
+
+
+def shard_rows(n, rank, size):
+    """The rows of a batch of n rows that rank ``rank`` of ``size`` takes: [n*rank//size, n*(rank+1)//size).
+
+    Contiguous, in order, sizes differing by at most one; the ranks' rows together are all n rows."""
+    if not (isinstance(size, (int, np.integer)) and size >= 1 and isinstance(rank, (int, np.integer))
+            and 0 <= rank < size):
+        raise ValueError(f"shard: need 0 <= rank < size, got rank {rank!r} of size {size!r}")
+    return slice(n * rank // size, n * (rank + 1) // size)
 
 
 class BatchIterator:
@@ -52,8 +66,11 @@ class BatchIterator:
             return np.arange(n)
         return np.random.default_rng([self.seed, epoch, 0]).permutation(n)
 
-    def batches(self, epoch=0, start=0):
-        """Yield the batches of ``epoch`` from step ``start`` on (steps before it are skipped, not drawn)."""
+    def batches(self, epoch=0, start=0, shard=(0, 1)):
+        """Yield the batches of ``epoch`` from step ``start`` on (steps before it are skipped, not drawn).
+
+        shard: (rank, size) -- yield only the rows ``shard_rows(n, rank, size)`` of each batch, augmented
+        as in the whole batch."""
         if not isinstance(epoch, (int, np.integer)) or epoch < 0 or not isinstance(start, (int, np.integer)) \
                 or start < 0:
             raise ValueError(f"BatchIterator.batches: epoch and start must be non-negative ints, got {epoch!r}, "
@@ -64,6 +81,8 @@ class BatchIterator:
             x = self.images[index]
             if self.augment is not None:
                 x = self.augment(x, np.random.default_rng([self.seed, epoch, 1, step]))
+            rows = shard_rows(len(index), *shard)
+            x, index = x[rows], index[rows]
             x = normalize(x, self.mean, self.std) if self.mean is not None else x.astype(np.float32)
             yield x, self.labels[index]
 
