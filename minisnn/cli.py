@@ -2,6 +2,7 @@
 
     minisnn train --dataset digits --model resnet_small --width 16 --epochs 5      # offline, a minute
     minisnn train --dataset cifar10 --download --model resnet19 -T 2 --device cuda  # the paper's job
+    mpiexec -n 2 minisnn train --dataset digits --sync-norm ...                     # 2 data-parallel ranks
     minisnn eval runs/default/last.npz                                              # accuracy + per-layer table
     minisnn export runs/default/last.npz net.nir                                    # tdBN folded, NIR file
     minisnn bench -T 2 --batch 8                                                    # step time vs PyTorch
@@ -14,22 +15,29 @@ from .backend import DeviceError
 from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
+from .dist import DistError, abort_other_ranks
 
 
 def add_train_args(p):
-    p.add_argument("--model", default="resnet19", help="resnet19 | resnet34 | resnet50 | resnet_small | plain")
+    p.add_argument("--model", default="resnet19",
+                   help="resnet19 | resnet34 | resnet50 | resnet34_imagenet | resnet_small | plain")
     p.add_argument("--width", type=int, help="resnet_small/plain: channels of the first stage")
     p.add_argument("--blocks", type=int, nargs="+", help="resnet_small: BasicBlocks per stage, e.g. 1 1 1")
     p.add_argument("--strides", type=int, nargs="+",
                    help="resnet_small: stride of each stage's first block (default 1 2 2)")
     p.add_argument("--depth", type=int, help="plain: number of conv layers")
     p.add_argument("--norm", choices=["tdbn", "bn", "none"], help="plain: normalisation")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 | digits | cifar10-dvs | imagefolder")
     p.add_argument("--data-dir", help="folder holding the data set (e.g. an existing cifar-10-batches-py)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (md5-checked) if not cached")
     p.add_argument("--dvs-size", type=int, help="cifar10-dvs: frame size after downsampling the 128x128 sensor")
     p.add_argument("--dvs-split", choices=["number", "time"], help="cifar10-dvs: cut recordings into T frames "
                    "of equal event count or equal duration")
+    p.add_argument("--image-size", type=int, help="imagefolder: side of the square training images (default 224)")
+    p.add_argument("--workers", type=int, help="imagefolder: processes decoding images ahead of the step "
+                   "(default 2; 0 decodes in the training process)")
+    p.add_argument("--sync-norm", action="store_true", help="under mpiexec: tdBN statistics over the whole "
+                   "batch of all ranks (default: each rank's own rows)")
     p.add_argument("-T", "--timesteps", dest="T", type=int, default=2, help="timesteps (default 2)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=1)
@@ -55,7 +63,8 @@ def train_command(args):
         model_args["blocks"] = tuple(args.blocks)
     if args.strides:
         model_args["strides"] = tuple(args.strides)
-    dataset_args = {key: value for key, value in (("size", args.dvs_size), ("split_by", args.dvs_split))
+    dataset_args = {key: value for key, value in (("size", args.dvs_size), ("split_by", args.dvs_split),
+                                                  ("size", args.image_size), ("workers", args.workers))
                     if value is not None}
     overrides = dict(model=args.model, model_args=model_args, dataset=args.dataset, dataset_args=dataset_args,
                      data_dir=args.data_dir,
@@ -63,7 +72,8 @@ def train_command(args):
                      optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                      weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
                      device=args.device, out=args.out, augment=not args.no_augment,
-                     limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress)
+                     limit_train=args.limit_train, limit_test=args.limit_test, progress=not args.no_progress,
+                     sync_norm=args.sync_norm)
     if args.resume:
         overrides = {k: overrides[k] for k in ("out", "device", "progress")}
     try:
@@ -117,8 +127,9 @@ def main(argv=None):
     try:
         return commands[args.command](args)
     except (DeviceError, DatasetError, CheckpointError, FileNotFoundError, ValueError, ImportError,
-            NotImplementedError) as err:
+            NotImplementedError, DistError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        abort_other_ranks(2)  # [dist] under mpiexec the other ranks would wait for this one
         return 2
 
 

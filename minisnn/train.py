@@ -7,6 +7,10 @@ schedule, epoch, step, config) atomically after every epoch. ``resume=True`` con
 ``last.npz`` bit for bit on the CPU: the batch order and the augmentation of step s of epoch e come
 from a generator seeded with (seed, e, s), so nothing needs replaying.
 
+Under ``mpiexec -n K`` the K processes train one model data-parallel (``minisnn/dist``, the lines marked
+[dist]): each takes its rows of every batch, one allreduce per step sums the gradients, rank 0 alone
+writes files; ``sync_norm`` takes tdBN's statistics over all ranks. K = 1 is the ordinary run.
+
 A NaN or Inf loss stops training with ``TrainingDiverged`` and leaves the last good checkpoint alone.
 Ctrl-C finishes the step in flight, saves the position reached (``interrupted`` in the meta) and
 raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the last checkpoint as it was.
@@ -25,6 +29,7 @@ from .backend import get_device, xp_for
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, scalars
 from .core import Tensor, no_grad
 from .data import get_dataset
+from .dist import DataParallel
 from .functions.loss import softmax_cross_entropy
 from .models import build_model
 from .monitor import FiringRates
@@ -36,7 +41,7 @@ DEFAULTS = {
     "T": 2, "batch_size": 64, "epochs": 1, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
     "weight_decay": 5e-4, "warmup_epochs": 0, "min_lr": 0.0, "seed": 0, "device": None,
     "out": "runs/default", "augment": True, "limit_train": None, "limit_test": None,
-    "eval_batch_size": 256, "progress": True,
+    "eval_batch_size": 256, "progress": True, "sync_norm": False,
 }
 
 
@@ -106,15 +111,18 @@ class Trainer:
     """Holds what a run needs: config, data, model, optimizer, schedule, position and history."""
 
     def __init__(self, config, resume=False):
+        self.dp = DataParallel.launch(config)                                    # [dist] K ranks or one
+        config = self.dp.local_config(config)                                   # [dist] this rank's GPU
         self.config = config
         self.out = Path(config["out"])
         self.xp = xp_for(config["device"])
         self.data = load_data(config)
         if not config["augment"]:
             self.data = dataclasses.replace(self.data, augment=None)
-        self.train_loader = self.data.loader("train", config["batch_size"], seed=config["seed"])
-        self.test_loader = self.data.loader("test", config["eval_batch_size"])
-        self.model = model_for(config, self.data)
+        self.train_loader = self.dp.shard(self.data.loader("train", config["batch_size"], seed=config["seed"]),
+                                          training=True)                         # [dist] this rank's rows
+        self.test_loader = self.dp.shard(self.data.loader("test", config["eval_batch_size"]))  # [dist]
+        self.model = self.dp.prepare(model_for(config, self.data))              # [dist] sync-norm, checks
         params = self.model.parameters()
         if config["optimizer"] == "sgd":
             self.optimizer = SGD(params, lr=config["lr"], momentum=config["momentum"],
@@ -134,6 +142,8 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, path, interrupted=False):
+        if not self.dp.is_writer:                                                # [dist] rank 0 writes
+            return
         meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "history": self.history,
                 "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
         save_checkpoint(path, meta, model=self.model.state_dict(), optim=self.optimizer.state_dict(),
@@ -148,6 +158,8 @@ class Trainer:
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
 
     def write_metrics(self):
+        if not self.dp.is_writer:                                                # [dist] rank 0 writes
+            return
         text = "".join(json.dumps(row) + "\n" for row in self.history)
         atomic_write(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
 
@@ -165,14 +177,14 @@ class Trainer:
                 x, y = model_input(images, xp), xp.asarray(labels)
                 logits = self.model(Tensor(x))
                 loss = softmax_cross_entropy(logits, y)
-                loss_value = float(loss.item())
+                self.optimizer.zero_grad()
+                # [dist] backward, then one allreduce: the whole batch's gradient and mean loss on every rank
+                loss_value, self.stop_requested = self.dp.backward(loss, len(labels), self.stop_requested)
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"loss became {loss_value} at epoch {self.epoch + 1}, step {self.step + 1} "
                         f"(lr {self.optimizer.lr:.3g}); the last good checkpoint is kept at {self.out / 'last.npz'}. "
                         "Lower the learning rate or check the input data.")
-                self.optimizer.zero_grad()
-                loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
                 self.step += 1
@@ -210,12 +222,17 @@ class Trainer:
 
     def _fit(self):
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(cfg, indent=2))
+        if self.dp.is_writer:                                                    # [dist] rank 0 writes
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(cfg, indent=2))
         try:
             while self.epoch < cfg["epochs"]:
                 train_loss, train_acc, rate, seconds = self.train_epoch()
-                test_loss, test_acc = evaluate(self.model, self.test_loader, self.xp)
+                # [dist] metrics over all ranks' rows; running statistics agreed, weights checked equal
+                train_loss, train_acc, rate = self.dp.mean_over_ranks((train_loss, train_acc, rate), self.train_loader)
+                self.dp.synchronise(self.model)
+                test_loss, test_acc = self.dp.mean_over_ranks(evaluate(self.model, self.test_loader, self.xp),
+                                                              self.test_loader)
                 row = {"epoch": self.epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc, "firing_rate": rate,
                        "lr": self.optimizer.lr, "seconds": seconds}
@@ -230,11 +247,14 @@ class Trainer:
             if self.mid_step:  # stopped inside a step: weights and position may disagree
                 tqdm.write(f"stopped mid-step; the last checkpoint {self.out / 'last.npz'} is unchanged")
             else:
+                self.dp.synchronise(self.model)                                  # [dist] all ranks stop here
                 self.save(self.out / "last.npz", interrupted=True)
-                tqdm.write(f"interrupted: position (epoch {self.epoch + 1}, step {self.step}) saved to "
-                           f"{self.out / 'last.npz'}; continue with --resume")
+                if self.dp.is_writer:                                            # [dist] rank 0 saved it
+                    tqdm.write(f"interrupted: position (epoch {self.epoch + 1}, step {self.step}) saved to "
+                               f"{self.out / 'last.npz'}; continue with --resume")
             raise
-        plot_history(self.history, self.out / "curves.png")
+        if self.dp.is_writer:                                                    # [dist] rank 0 writes
+            plot_history(self.history, self.out / "curves.png")
         return self.history
 
 

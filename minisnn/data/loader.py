@@ -148,14 +148,24 @@ def _cifar10_dvs(data_dir, download, T=10, size=48, split_by="number"):
     return Dataset("cifar10-dvs", *arrays, CIFAR10_DVS_CLASSES, (0.0, 0.0), (1.0, 1.0), augment=shift_and_flip)
 
 
-# name -> builder(data_dir, download, **options) returning a Dataset.
-DATASETS = {"cifar10": _cifar10, "digits": _digits, "cifar10-dvs": _cifar10_dvs}
+def _imagefolder(data_dir, download, size=224, workers=2):
+    """train/<class>/* and val/<class>/* (ImageNet's layout), decoded with Pillow in ``workers`` processes."""
+    from .imagefolder import load_image_folder
+    if download:
+        raise DatasetError("an image folder is not downloaded: pass the folder holding train/ and val/ with "
+                           "--data-dir (for ImageNet, the ILSVRC-2012 images sorted into class folders)")
+    return load_image_folder(data_dir, size=size, workers=workers)
+
+
+# name -> builder(data_dir, download, **options) returning a Dataset (an ImageFolder for "imagefolder").
+DATASETS = {"cifar10": _cifar10, "digits": _digits, "cifar10-dvs": _cifar10_dvs, "imagefolder": _imagefolder}
 
 
 def get_dataset(name, data_dir=None, download=False, **options):
     """The Dataset called ``name`` (see DATASETS), read from ``data_dir`` (default: the cache folder).
 
-    options go to the builder: for cifar10-dvs ``T``, ``size`` and ``split_by`` of the event frames.
+    options go to the builder: for cifar10-dvs ``T``, ``size`` and ``split_by`` of the event frames; for
+    imagefolder ``size`` (side of the square images) and ``workers`` (decoding processes).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
