@@ -359,3 +359,19 @@ def test_nccl_transport_refuses_what_nccl_cannot_sum():
         transport.allreduce_(FakeDeviceArray(np.zeros(3, bool), memory))
     with pytest.raises(ValueError, match="contiguous"):
         transport.allreduce_(FakeDeviceArray(np.zeros((3, 4), np.float32)[:, ::2], memory))
+
+
+def test_the_data_parallel_lesson_runs_in_fast_mode(tmp_path):
+    """lessons/data_parallel.py as a user runs it (tests/test_lessons.py takes over once it is numbered)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, MINISNN_FAST="1", MINISNN_LESSONS_OUT=str(tmp_path), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    for name in ("MINISNN_DEVICE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"):
+        env.pop(name, None)
+    result = subprocess.run([sys.executable, str(repo / "lessons" / "data_parallel.py")], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fast mode" in result.stdout and "halves separately: 0.0e+00" in result.stdout
+    assert (tmp_path / "data_parallel_tdbn_stats.png").stat().st_size > 1000

@@ -208,6 +208,9 @@ class ThreadGroup:
     The collectives meet at a barrier: every rank puts its array in a slot, each then adds the slots in
     rank order (so all get the same bits), and after a second barrier writes the sum into its own array.
     An exception in one thread breaks the barrier, so the others stop too; ``run`` re-raises the first.
+
+    The ranks share one process, and so its global switches: ``no_grad`` turns gradients off for every
+    thread, so a simulated rank must not evaluate under it while another still trains.
     """
 
     def __init__(self, size, timeout=120.0):
