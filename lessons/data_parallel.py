@@ -46,7 +46,7 @@ import numpy as np
 from _common import FAST, Timer, plt, save_figure, section, title
 from minisnn import Tensor, no_grad
 from minisnn.data import get_dataset
-from minisnn.data.loader import shard_rows
+from minisnn.data.shards import shard_rows
 from minisnn.dist import DataParallel, ThreadGroup, launched_by_mpi, world
 from minisnn.fast import parallel
 from minisnn.functions.loss import softmax_cross_entropy

@@ -15,7 +15,7 @@ import pytest
 
 from minisnn.core import Tensor
 from minisnn.data import BatchIterator, crop_and_flip
-from minisnn.data.loader import shard_rows
+from minisnn.data.shards import shard_rows
 from minisnn.dist import DataParallel, DistError, GradientBucket, SoloGroup, ThreadGroup, world
 from minisnn.dist.data_parallel import ShardedLoader, average_buffers, check_shards_not_empty
 from minisnn.dist.group import Watchdog, timeout_from_env

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn.core import Function, Tensor
-from minisnn.data.loader import shard_rows
+from minisnn.data.shards import shard_rows
 from minisnn.dist import ThreadGroup, sync_norm
 from minisnn.fast import reference_only
 from minisnn.functions.norm import SyncBatchNormFunction, batch_norm

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .cifar10 import DatasetError
-from .loader import shard_rows
+from .shards import shard_rows
 from .transforms import normalize
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp")

@@ -15,17 +15,8 @@ import numpy as np
 from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10
 from .cifar10_dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs, shift_and_flip
 from .digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits
+from .shards import shard_rows
 from .transforms import crop_and_flip, normalize
-
-
-def shard_rows(n, rank, size):
-    """The rows of a batch of n rows that rank ``rank`` of ``size`` takes: [n*rank//size, n*(rank+1)//size).
-
-    Contiguous, in order, sizes differing by at most one; the ranks' rows together are all n rows."""
-    if not (isinstance(size, (int, np.integer)) and size >= 1 and isinstance(rank, (int, np.integer))
-            and 0 <= rank < size):
-        raise ValueError(f"shard: need 0 <= rank < size, got rank {rank!r} of size {size!r}")
-    return slice(n * rank // size, n * (rank + 1) // size)
 
 
 class BatchIterator:

@@ -1,0 +1,64 @@
+"""Throughput of the image-folder loader: images decoded and augmented per second with 0, 1 and 2 workers.
+
+Builds an ImageNet-like folder in a temporary directory -- photographs from the CIFAR-10 sample, scaled
+up to 500x375 (ImageNet's most common size) and saved as JPEG (quality 90) -- then reads it once per
+setting with the training transform (random-resized crop + mirror to 224x224) and the evaluation one
+(resize + centre crop), batch 32. Images/s counts every image after the first batch, so that starting
+the worker processes is not part of the rate (it is given separately).
+
+    python benchmarks/imagefolder_throughput.py [--images 256] [--workers 0 1 2]
+"""
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from minisnn.data import read_batch
+from minisnn.data.imagefolder import load_image_folder
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-sample" / "cifar-10-batches-py"
+
+
+def make_folder(root, images, size=(500, 375), classes=4):
+    pictures, labels = read_batch(SAMPLE / "data_batch_1")
+    for split, count in (("train", images), ("val", images // 4)):
+        for i in range(count):
+            folder = root / split / f"class{labels[i] % classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(pictures[i].transpose(1, 2, 0)).resize(size, Image.Resampling.BICUBIC)
+            picture.save(folder / f"{split}_{i:05d}.JPEG", quality=90)
+
+
+def measure(data, split, workers, batch=32):
+    loader = dataclasses.replace(data, workers=workers).loader(split, batch, seed=0)
+    start = time.perf_counter()
+    batches = loader.batches(0)
+    first = next(batches)
+    after_first = time.perf_counter()
+    rest = sum(len(y) for _, y in batches)
+    end = time.perf_counter()
+    return after_first - start, rest / (end - after_first), len(first[1]) + rest
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_folder(Path(tmp), args.images)
+        data = load_image_folder(tmp, size=224)
+        print("| split (transform) | workers | first batch s | images/s after it | images |")
+        print("|---|---|---|---|---|")
+        for split, name in (("train", "train (random-resized crop + mirror)"), ("test", "val (resize + centre crop)")):
+            for workers in args.workers:
+                first, rate, n = measure(data, split, workers)
+                print(f"| {name} | {workers} | {first:.2f} | {rate:.0f} | {n} |")
+
+
+if __name__ == "__main__":
+    main()
