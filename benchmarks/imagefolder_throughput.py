@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from minisnn.data import read_batch
@@ -24,12 +23,13 @@ SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar
 
 
 def make_folder(root, images, size=(500, 375), classes=4):
-    pictures, labels = read_batch(SAMPLE / "data_batch_1")
-    for split, count in (("train", images), ("val", images // 4)):
+    for split, count, source in (("train", images, "data_batch_1"), ("val", images // 4, "test_batch")):
+        pictures, labels = read_batch(SAMPLE / source)
         for i in range(count):
-            folder = root / split / f"class{labels[i] % classes}"
+            j = i % len(labels)
+            folder = root / split / f"class{labels[j] % classes}"
             folder.mkdir(parents=True, exist_ok=True)
-            picture = Image.fromarray(pictures[i].transpose(1, 2, 0)).resize(size, Image.Resampling.BICUBIC)
+            picture = Image.fromarray(pictures[j].transpose(1, 2, 0)).resize(size, Image.Resampling.BICUBIC)
             picture.save(folder / f"{split}_{i:05d}.JPEG", quality=90)
 
 

@@ -1,8 +1,5 @@
 """The image-folder data set (ImageNet's layout) on small generated folders, and the ImageNet ResNet-34."""
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,6 @@ from minisnn.data.imagefolder import CROP_RATIO, centre_box, random_resized_box 
 from minisnn.models import build_model  # noqa: E402
 
 CLASSES = ("ant", "bee", "cow")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def gradient_image(width, height, shade):

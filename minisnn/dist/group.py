@@ -107,13 +107,15 @@ class Watchdog:
     @contextlib.contextmanager
     def guard(self, what):
         with self._changed:
+            outer = self._what, self._deadline  # a guard inside a guard: the outer one resumes after it
             self._what, self._deadline = what, time.monotonic() + self.seconds
             self._changed.notify()
         try:
             yield
         finally:
             with self._changed:
-                self._what = None
+                self._what, self._deadline = outer
+                self._changed.notify()
 
     def _watch(self):
         with self._changed:
@@ -141,10 +143,10 @@ class MpiGroup:
 
     def allreduce_(self, array, what="an allreduce"):
         if is_gpu_array(array):
-            if self._nccl is None:
-                from .nccl import NcclTransport
-                self._nccl = NcclTransport.for_current_gpu(self)
             with self.watchdog.guard(what):
+                if self._nccl is None:  # the first device allreduce sets up NCCL, on every rank at once
+                    from .nccl import NcclTransport
+                    self._nccl = NcclTransport.for_current_gpu(self)
                 return self._nccl.allreduce_(array)
         from mpi4py import MPI
         with self.watchdog.guard(what):
