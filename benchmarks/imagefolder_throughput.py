@@ -6,7 +6,11 @@ setting with the training transform (random-resized crop + mirror to 224x224) an
 (resize + centre crop), batch 32. Images/s counts every image after the first batch, so that starting
 the worker processes is not part of the rate (it is given separately).
 
-    python benchmarks/imagefolder_throughput.py [--images 256] [--workers 0 1 2]
+With ``--step-seconds S`` the training batches are also read by a loop that sleeps S seconds per batch,
+a stand-in for a training step that leaves the CPU free (a GPU step): decoding in workers overlaps it,
+decoding in the training process adds to it.
+
+    python benchmarks/imagefolder_throughput.py [--images 256] [--workers 0 1 2] [--step-seconds 0.1]
 """
 import argparse
 import dataclasses
@@ -33,13 +37,16 @@ def make_folder(root, images, size=(500, 375), classes=4):
             picture.save(folder / f"{split}_{i:05d}.JPEG", quality=90)
 
 
-def measure(data, split, workers, batch=32):
+def measure(data, split, workers, batch=32, step_seconds=0.0):
     loader = dataclasses.replace(data, workers=workers).loader(split, batch, seed=0)
     start = time.perf_counter()
     batches = loader.batches(0)
     first = next(batches)
     after_first = time.perf_counter()
-    rest = sum(len(y) for _, y in batches)
+    rest = 0
+    for _, labels in batches:
+        time.sleep(step_seconds)
+        rest += len(labels)
     end = time.perf_counter()
     return after_first - start, rest / (end - after_first), len(first[1]) + rest
 
@@ -48,6 +55,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--step-seconds", type=float, default=0.0, help="also read with a step of S seconds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         make_folder(Path(tmp), args.images)
@@ -58,6 +66,13 @@ def main():
             for workers in args.workers:
                 first, rate, n = measure(data, split, workers)
                 print(f"| {name} | {workers} | {first:.2f} | {rate:.0f} | {n} |")
+        if args.step_seconds:
+            print(f"\nTraining batches read by a loop with a {args.step_seconds:g} s step per batch of 32:\n")
+            print("| workers | images/s | of the step alone |")
+            print("|---|---|---|")
+            for workers in args.workers:
+                _, rate, _ = measure(data, "train", workers, step_seconds=args.step_seconds)
+                print(f"| {workers} | {rate:.0f} | {rate * args.step_seconds / 32:.0%} |")
 
 
 if __name__ == "__main__":
