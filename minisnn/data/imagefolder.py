@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar10 import DatasetError
+from .errors import DatasetError
 from .shards import shard_rows
 from .transforms import normalize
 
