@@ -8,7 +8,7 @@ against autograd on the same neuron written with basic operations.
 The LIF neuron over T steps is a small recurrent network. There are two ways to get its gradient:
 
 * Unroll it into basic Tensor operations (one multiply, add and spike per step) and let autograd
-  walk the graph -- 5 T nodes per layer, each saving its inputs.
+  walk the graph (``minisnn.functions.neuron.lif_unrolled``, printed in section 1) -- 5 T nodes per layer, each saving its inputs.
 * Derive the backward by hand once (spatio-temporal backpropagation, STBP) and run it as one loop
   from t = T-1 down to 0. ``minisnn.functions.neuron.LIF`` does this:
 
@@ -35,46 +35,17 @@ What you will see:
 
 Run:  python lessons/06_stbp_backward.py      (add --fast or MINISNN_FAST=1 for the test mode)
 """
+import inspect
+
 import numpy as np
 
 from _common import FAST, Timer, finish, plt, save_figure, section, title
-from minisnn import Function, Tensor
-from minisnn.functions.basic import stack
-from minisnn.functions.neuron import LIF, lif
-from minisnn.functions.surrogate import get_surrogate
+from minisnn import Tensor
+from minisnn.functions.neuron import LIF, lif, lif_unrolled
 from minisnn.gradcheck import GradientCheckError, gradcheck
 from minisnn.paper import TAU_DECAY as TAU, V_TH
 
-INTRODUCES = ("minisnn.functions.basic.stack", "minisnn.functions.neuron.LIF")
-
-
-class Spike(Function):
-    """o = H(v) in the forward pass; dL/dv = dL/do * h'(v) (the surrogate) in the backward pass."""
-
-    def __init__(self, surrogate):
-        self.surrogate = surrogate
-
-    def forward(self, v):
-        self.v = v
-        return self.surrogate.spike(v)
-
-    def backward(self, gy):
-        return gy * self.surrogate.grad(self.v)
-
-
-def lif_unrolled(x, surrogate="rectangular", detach_reset=False):
-    """The LIF neuron written with basic Tensor ops, one step at a time; autograd does the rest."""
-    surrogate = get_surrogate(surrogate)
-    spikes, u, o = [], None, None
-    for t in range(x.shape[0]):
-        if t == 0:
-            u = x[0]                                    # u[-1] = 0
-        else:
-            keep = 1 - (Tensor(o.data) if detach_reset else o)   # the reset factor (1 - o[t-1])
-            u = TAU * u * keep + x[t]
-        o = Spike(surrogate)(u - V_TH)
-        spikes.append(o)
-    return stack(spikes)
+INTRODUCES = ("minisnn.functions.neuron.LIF", "minisnn.functions.neuron.lif_unrolled")
 
 
 def grad_wrt_input(fn, x, weight):
@@ -106,6 +77,8 @@ def main(argv=None):
               "  threshold repel), so its backward is no longer the derivative of the forward pass.")
 
     section("1. the same gradient, two ways (float64)")
+    print("the unrolled neuron, from minisnn/functions/neuron.py -- autograd differentiates each of its ops:\n")
+    print(inspect.getsource(lif_unrolled))
     x = rng.standard_normal((T, N)) * 0.4 + 0.3
     weight = rng.standard_normal((T, N))
     differences = {}

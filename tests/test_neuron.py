@@ -6,10 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisnn import nn
-from minisnn.core import Function, Tensor, no_grad
+from minisnn.core import Tensor, no_grad
 from minisnn.fast import reference_only
-from minisnn.functions import basic
-from minisnn.functions.neuron import LIF, lif
+from minisnn.functions.neuron import LIF, lif, lif_unrolled
 from minisnn.functions.surrogate import get_surrogate
 from minisnn.gradcheck import gradcheck, numerical_grad
 from reference import reference_lif
@@ -17,37 +16,6 @@ from strategies import lif_cases, seeds
 
 HEAVISIDE = ["rectangular", "sigmoid", "atan", "triangle"]
 BOTH_PATHS = pytest.mark.parametrize("reference", [True, False], ids=["reference", "fast"])
-
-
-class SpikeFn(Function):
-    """o = H(v) forward, surrogate h'(v) backward: the one non-basic op of the unrolled graph."""
-
-    def __init__(self, surrogate):
-        self.surrogate = surrogate
-
-    def forward(self, v):
-        self.v = v
-        return self.surrogate.spike(v)
-
-    def backward(self, gy):
-        return gy * self.surrogate.grad(self.v)
-
-
-def unrolled_lif(x, v_th, tau, surrogate, detach_reset):
-    """The LIF built from basic ops, one timestep at a time; the engine's autograd differentiates it."""
-    outputs = []
-    u_prev = o_prev = None
-    for t in range(x.shape[0]):
-        x_t = basic.getitem(x, t)
-        if t == 0:
-            u = x_t                                                     # u[-1] = o[-1] = 0
-        else:
-            reset = o_prev.detach() if detach_reset else o_prev
-            u = basic.add(basic.mul(basic.mul(tau, u_prev), basic.sub(1.0, reset)), x_t)
-        o = SpikeFn(surrogate)(basic.sub(u, v_th))
-        outputs.append(o)
-        u_prev, o_prev = u, o
-    return basic.stack(outputs)
 
 
 # ---------------------------------------------------------------------------------- forward
@@ -153,7 +121,7 @@ def test_heaviside_backward_matches_autograd_of_unrolled_graph(reference, case, 
         y.backward(weight.copy())
 
     unrolled = Tensor(x.copy(), requires_grad=True)
-    y_ref = unrolled_lif(unrolled, v_th, tau, surrogate, detach_reset)
+    y_ref = lif_unrolled(unrolled, v_th, tau, surrogate, detach_reset)
     y_ref.backward(weight.copy())
 
     np.testing.assert_array_equal(y.data, y_ref.data)

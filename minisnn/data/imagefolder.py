@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .loader import Batches, Dataset
 from .shards import shard_rows
 from .transforms import normalize
 
@@ -146,37 +147,26 @@ def decode_batch(paths, indices, size, seed, epoch, train):
 
 
 # ------------------------------------------------------------------------------- batches
-class ImageBatches:
+class ImageBatches(Batches):
     """Mini-batches (x float32 [B, 3, S, S], y int64 [B]) of one split of an image folder, for any
-    (epoch, step), the same interface as ``BatchIterator``: ``len``, ``order(epoch)``,
-    ``batches(epoch, start, shard)``."""
+    (epoch, step): ``Batches``'s order and steps, each batch decoded from its files.
+
+    paths: [N] file paths; size: S; train: random-resized crops and mirrors (else centre crops);
+    workers: decoding processes (0: decode in the calling process).
+    """
 
     def __init__(self, paths, labels, batch_size, *, size, train, shuffle=False, seed=0, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, workers=0, drop_last=False):
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"ImageBatches: batch_size must be a positive int, got {batch_size!r}")
+        super().__init__(labels, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
         if not isinstance(workers, (int, np.integer)) or workers < 0:
             raise ValueError(f"ImageBatches: workers must be a non-negative int, got {workers!r}")
-        self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
-        self.batch_size, self.size, self.train, self.shuffle = int(batch_size), int(size), train, shuffle
-        self.seed, self.mean, self.std, self.workers, self.drop_last = int(seed), mean, std, int(workers), drop_last
-
-    def __len__(self):
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def order(self, epoch):
-        n = len(self.labels)
-        return np.random.default_rng([self.seed, epoch, 0]).permutation(n) if self.shuffle else np.arange(n)
+        self.paths, self.size, self.train = paths, int(size), train
+        self.mean, self.std, self.workers = mean, std, int(workers)
 
     def batches(self, epoch=0, start=0, shard=(0, 1)):
         """Yield the batches of ``epoch`` from step ``start`` on; with shard=(rank, size) only that rank's
         rows of each. Decoding runs ``workers`` batches ahead in worker processes."""
-        order = self.order(epoch)
-        jobs = []
-        for step in range(start, len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            jobs.append(index[shard_rows(len(index), *shard)])
+        jobs = [index[shard_rows(len(index), *shard)] for _, index in self.steps(epoch, start)]
         if self.workers == 0:
             for index in jobs:
                 yield self._finish(decode_batch(*self._job(index, epoch)), index)
@@ -207,26 +197,19 @@ class ImageBatches:
 
 
 @dataclass(frozen=True, eq=False)
-class ImageFolder:
-    """An image folder as the trainer sees it (the fields of ``Dataset``): train_x/test_x hold file paths.
+class ImageFolder(Dataset):
+    """An image folder as the trainer sees it: a ``Dataset`` whose train_x/test_x hold file paths.
 
     augment: "crop-and-flip" (random-resized crop and mirror for training) or None (the evaluation
     transform for training too). size: the side S of the square images. workers: decoding processes.
     """
 
-    name: str
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    classes: tuple
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     augment: object = "crop-and-flip"
     size: int = 224
     workers: int = 2
 
-    num_classes = property(lambda self: len(self.classes))
     in_channels = property(lambda self: 3)
     image_size = property(lambda self: (self.size, self.size))
 

@@ -12,39 +12,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, load_cifar10
-from .errors import DatasetError
-from .cifar10_dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs, shift_and_flip
-from .digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits
 from .shards import shard_rows
-from .transforms import crop_and_flip, normalize
+from .transforms import normalize
 
 
-class BatchIterator:
-    """Mini-batches (x float32 [B, ...], y int64 [B]) of one split, for any (epoch, step).
+class Batches:
+    """What every split's mini-batches share: the epoch's seeded order and the batch indices of each step.
 
-    images: [N, ...] uint8 (0..255) or float (0..1); labels: [N] integers.
-    shuffle: a new seeded permutation every epoch (else the stored order).
-    augment: ``augment(batch, rng) -> batch`` applied to the raw batch before normalisation, or None.
-    mean, std: per-channel statistics for ``normalize``; None keeps the values (cast to float32).
-    drop_last: drop a last batch smaller than batch_size.
+    labels: [N] integers. shuffle: a new permutation ``default_rng([seed, epoch, 0])`` every epoch, else
+    the stored order. drop_last: drop a last batch smaller than batch_size. Subclasses turn the indices of
+    a step into the batch (x, y) in ``batches``.
     """
 
-    def __init__(self, images, labels, batch_size, *, shuffle=False, seed=0, augment=None, mean=None, std=None,
-                 drop_last=False):
-        images, labels = np.asarray(images), np.asarray(labels)
-        if images.ndim < 2 or labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
-            raise ValueError(f"BatchIterator: need images [N, ...] and integer labels [N], got images "
-                             f"{images.shape} and labels {labels.dtype} {labels.shape}")
+    def __init__(self, labels, batch_size, *, shuffle=False, seed=0, drop_last=False):
+        name = type(self).__name__
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{name}: labels must be integers [N], got {labels.dtype} {labels.shape}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"BatchIterator: batch_size must be a positive int, got {batch_size!r}")
+            raise ValueError(f"{name}: batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"BatchIterator: seed must be a non-negative int, got {seed!r}")
-        if (mean is None) != (std is None):
-            raise ValueError("BatchIterator: give both mean and std, or neither")
-        self.images, self.labels = images, labels.astype(np.int64)
-        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
-        self.augment, self.mean, self.std, self.drop_last = augment, mean, std, drop_last
+            raise ValueError(f"{name}: seed must be a non-negative int, got {seed!r}")
+        self.labels = labels.astype(np.int64)
+        self.batch_size, self.shuffle, self.seed, self.drop_last = int(batch_size), shuffle, int(seed), drop_last
 
     def __len__(self):
         """Batches per epoch."""
@@ -58,18 +48,43 @@ class BatchIterator:
             return np.arange(n)
         return np.random.default_rng([self.seed, epoch, 0]).permutation(n)
 
+    def steps(self, epoch, start):
+        """(step, sample indices of that step's whole batch) for the steps of ``epoch`` from ``start`` on."""
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0 or not isinstance(start, (int, np.integer)) \
+                or start < 0:
+            raise ValueError(f"{type(self).__name__}.batches: epoch and start must be non-negative ints, got "
+                             f"{epoch!r}, {start!r}")
+        order = self.order(epoch)
+        for step in range(start, len(self)):
+            yield step, order[step * self.batch_size:(step + 1) * self.batch_size]
+
+
+class BatchIterator(Batches):
+    """Mini-batches (x float32 [B, ...], y int64 [B]) of one split of in-memory images, for any (epoch, step).
+
+    images: [N, ...] uint8 (0..255) or float (0..1); labels: [N] integers.
+    augment: ``augment(batch, rng) -> batch`` applied to the raw batch before normalisation, or None.
+    mean, std: per-channel statistics for ``normalize``; None keeps the values (cast to float32).
+    shuffle, seed, drop_last: see ``Batches``.
+    """
+
+    def __init__(self, images, labels, batch_size, *, shuffle=False, seed=0, augment=None, mean=None, std=None,
+                 drop_last=False):
+        super().__init__(labels, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        images = np.asarray(images)
+        if images.ndim < 2 or self.labels.shape != images.shape[:1]:
+            raise ValueError(f"BatchIterator: need images [N, ...] and labels [N], got images {images.shape} and "
+                             f"labels {self.labels.shape}")
+        if (mean is None) != (std is None):
+            raise ValueError("BatchIterator: give both mean and std, or neither")
+        self.images, self.augment, self.mean, self.std = images, augment, mean, std
+
     def batches(self, epoch=0, start=0, shard=(0, 1)):
         """Yield the batches of ``epoch`` from step ``start`` on (steps before it are skipped, not drawn).
 
         shard: (rank, size) -- yield only the rows ``shard_rows(n, rank, size)`` of each batch, augmented
         as in the whole batch."""
-        if not isinstance(epoch, (int, np.integer)) or epoch < 0 or not isinstance(start, (int, np.integer)) \
-                or start < 0:
-            raise ValueError(f"BatchIterator.batches: epoch and start must be non-negative ints, got {epoch!r}, "
-                             f"{start!r}")
-        order = self.order(epoch)
-        for step in range(start, len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+        for step, index in self.steps(epoch, start):
             x = self.images[index]
             if self.augment is not None:
                 x = self.augment(x, np.random.default_rng([self.seed, epoch, 1, step]))
@@ -118,52 +133,3 @@ class Dataset:
             return BatchIterator(self.test_x, self.test_y, batch_size, mean=self.mean, std=self.std,
                                  drop_last=drop_last)
         raise ValueError(f"Dataset.loader: split must be 'train' or 'test', got {split!r}")
-
-
-def _cifar10(data_dir, download):  # options: none
-    arrays = load_cifar10(data_dir, download)
-    return Dataset("cifar10", *arrays, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, augment=crop_and_flip)
-
-
-def _digits(data_dir, download):  # bundled with scikit-learn: nothing to find or download
-    return Dataset("digits", *load_digits(), DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD)
-
-
-def _cifar10_dvs(data_dir, download, T=10, size=48, split_by="number", split_rule="even", resize="sum"):
-    """Event frames [N, T, 2, size, size] (no normalisation), shifted and flipped for training.
-
-    split_by "number" | "time", split_rule "even" | "spikingjelly", resize "sum" | "bilinear": see
-    ``minisnn.data.cifar10_dvs``.
-    """
-    if download or data_dir is None:
-        raise DatasetError(
-            "CIFAR10-DVS is not downloaded automatically (about 7 GB of AEDAT files). Get the recordings "
-            "from the data set's official figshare page (Li et al. 2017, 'CIFAR10-DVS'), unpack the ten class "
-            "folders (airplane ... truck) into one folder and pass it with --data-dir.")
-    arrays = load_cifar10_dvs(data_dir, T=T, split_by=split_by, size=size, split_rule=split_rule, resize=resize)
-    return Dataset("cifar10-dvs", *arrays, CIFAR10_DVS_CLASSES, (0.0, 0.0), (1.0, 1.0), augment=shift_and_flip)
-
-
-def _imagefolder(data_dir, download, image_size=224, workers=2):
-    """train/<class>/* and val/<class>/* (ImageNet's layout), decoded with Pillow in ``workers`` processes."""
-    from .imagefolder import load_image_folder
-    if download:
-        raise DatasetError("an image folder is not downloaded: pass the folder holding train/ and val/ with "
-                           "--data-dir (for ImageNet, the ILSVRC-2012 images sorted into class folders)")
-    return load_image_folder(data_dir, size=image_size, workers=workers)
-
-
-# name -> builder(data_dir, download, **options) returning a Dataset (an ImageFolder for "imagefolder").
-DATASETS = {"cifar10": _cifar10, "digits": _digits, "cifar10-dvs": _cifar10_dvs, "imagefolder": _imagefolder}
-
-
-def get_dataset(name, data_dir=None, download=False, **options):
-    """The Dataset called ``name`` (see DATASETS), read from ``data_dir`` (default: the cache folder).
-
-    options go to the builder: for cifar10-dvs ``T``, ``size``, ``split_by``, ``split_rule`` and ``resize``
-    of the event frames; for imagefolder ``image_size`` (side of the square images) and ``workers``
-    (decoding processes).
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir, download, **options)

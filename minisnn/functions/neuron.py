@@ -15,7 +15,8 @@ Backward (STBP), t = T-1 down to 0, with dL/du[T] = 0 and gy[t] = dL/do[t] from 
 h' is the surrogate derivative (``functions/surrogate.py``). With ``detach_reset`` the reset factor
 (1 - o[t-1]) is treated as a constant, which drops the reset path: dL/do[t] = gy[t].
 
-This file is the reference, written to be read. ``lif`` runs the fast version of ``LIF`` where one
+This file is the reference, written to be read. ``lif_unrolled`` is the same neuron built from basic
+Tensor operations, differentiated by the engine's autograd: the check of the hand-written backward. ``lif`` runs the fast version of ``LIF`` where one
 exists (``minisnn/fast/neuron.py``: the loop on chunks of neurons across the CPU cores; one fused
 kernel per pass on CUDA), which the tests check equal to this one, bit for bit.
 """
@@ -23,6 +24,7 @@ from ..backend import get_array_module
 from ..core import Function
 from ..fast import version_of
 from ..paper import TAU_DECAY, V_TH
+from .basic import stack
 from .surrogate import get_surrogate
 
 
@@ -88,6 +90,39 @@ def lif(x, v_th=V_TH, tau_decay=TAU_DECAY, surrogate="rectangular", detach_reset
     Runs the fast version of ``LIF`` for x's device (``minisnn.fast.version_of``).
     """
     return version_of(LIF, x)(v_th, tau_decay, surrogate, detach_reset)(x)
+
+
+class Spike(Function):
+    """o = H(v) in the forward pass; dL/dv = dL/do * h'(v), the surrogate, in the backward pass."""
+
+    def __init__(self, surrogate="rectangular"):
+        self.surrogate = get_surrogate(surrogate)
+
+    def forward(self, v):
+        self.v = v
+        return self.surrogate.spike(v)
+
+    def backward(self, gy):
+        return gy * self.surrogate.grad(self.v)
+
+
+def lif_unrolled(x, v_th=V_TH, tau_decay=TAU_DECAY, surrogate="rectangular", detach_reset=False):
+    """``lif`` built from basic Tensor operations, one step at a time: the engine's autograd walks its
+    5 T graph nodes, where ``LIF`` runs its hand-written STBP loop. Slow; it exists to check ``LIF``
+    (tests/test_neuron.py) and to show the difference (lesson 06).
+
+        u[t] = tau_decay * u[t-1] * (1 - o[t-1]) + x[t],    o[t] = Spike(u[t] - V_th)
+    """
+    spikes, u, o = [], None, None
+    for t in range(x.shape[0]):
+        if t == 0:
+            u = x[0]                                                 # u[-1] = o[-1] = 0
+        else:
+            keep = 1 - (o.detach() if detach_reset else o)           # the reset factor (1 - o[t-1])
+            u = tau_decay * u * keep + x[t]
+        o = Spike(surrogate)(u - v_th)
+        spikes.append(o)
+    return stack(spikes)
 
 
 def _check_input(x):
