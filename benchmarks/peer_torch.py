@@ -52,9 +52,11 @@ class SpikeFn(torch.autograd.Function):
 def lif(x):
     """x [T, N, ...] -> spikes [T, N, ...]; u[t] = tau u[t-1] (1 - o[t-1]) + x[t], o[t] = H(u[t] - V_th)."""
     with record_function("LIF"):
-        out = []
-        for t in range(x.shape[0]):
-            u = x[t] if t == 0 else TAU * u * (1 - o) + x[t]   # u[-1] = o[-1] = 0
+        u = x[0]                                   # u[-1] = o[-1] = 0
+        o = SpikeFn.apply(u)
+        out = [o]
+        for t in range(1, x.shape[0]):
+            u = TAU * u * (1 - o) + x[t]
             o = SpikeFn.apply(u)
             out.append(o)
         return torch.stack(out)

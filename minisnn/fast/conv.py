@@ -58,7 +58,7 @@ import threading
 import numpy as np
 
 from ..backend import get_array_module
-from ..functions.conv import Conv2d, _check_4d, _check_conv_inputs, _geometry, as_pair
+from ..functions.conv import Conv2d, _check_4d, _check_conv_inputs, _geometry
 from . import register
 from .parallel import gpu_chunks, map_chunks
 from .phases import timed
