@@ -11,7 +11,10 @@ T, backward, SGD update (momentum 0.9, weight decay 5e-4). For each configuratio
 * ``gemm_gflops``: this machine's own float32 GEMM rate (a 2048^3 matrix product), measured in the
   same process just before the steps; ``gemm_fraction`` = gflops / gemm_gflops;
 * ``peak_rss_mb``: the peak resident memory of the process, and ``step_rss_mb`` = peak minus the
-  resident memory after the model and data were built (what the steps themselves added).
+  resident memory after the model and data were built (what the steps themselves added);
+* with ``phases``: ``step_cpu_s``, the CPU seconds of the process per step, and ``phases``, the CPU
+  seconds per step of each phase the fast code marks (``minisnn.fast.phases``: im2col, GEMM, ...),
+  plus the optimizer's update; ``other`` is the rest of the step (the graph, Python, small ops).
 
 Every measurement runs in a fresh subprocess (``python -m minisnn.bench --one CONFIG``) that does
 nothing else, so ``ru_maxrss`` is that benchmark's own peak -- NumPy's buffers, OpenBLAS's and the
@@ -40,6 +43,7 @@ from .core import Tensor
 from .functions.loss import softmax_cross_entropy
 from .models import build_model
 from .monitor import count_macs
+from .fast import phases as phase_marks
 from .fast import version_of
 from .optim import SGD
 
@@ -77,10 +81,11 @@ def _peak_rss_mb():
 
 
 def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu", model_args=None, seed=0,
-                 gemm_size=2048):
+                 gemm_size=2048, phases=False):
     """Time ``steps`` training steps after ``warmup`` ones in this process; return a dict of figures.
 
-    gemm_size: the matrix size of the GEMM that measures the machine's rate."""
+    gemm_size: the matrix size of the GEMM that measures the machine's rate. phases: also record the
+    CPU time of each phase over the timed steps."""
     device = get_device(device)
     xp = xp_for(device)
     net = build_model(model, T=T, seed=seed, **(model_args or {})).to(device)
@@ -96,7 +101,8 @@ def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu"
         loss = softmax_cross_entropy(net(Tensor(images)), labels)
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        with phase_marks.timed("optimizer"):
+            optimizer.step()
         _synchronize(xp, loss.data)
         return loss
 
@@ -105,10 +111,13 @@ def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu"
             loss = step()
             forward_macs, macs.total = macs.total, 0
     times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - start)
+    with phase_marks.recording() if phases else contextlib.nullcontext() as seconds:
+        cpu_start = time.process_time()
+        for _ in range(steps):
+            start = time.perf_counter()
+            loss = step()
+            times.append(time.perf_counter() - start)
+        cpu = (time.process_time() - cpu_start) / steps
     median = statistics.median(times)
     gflops = 6 * forward_macs / median / 1e9
     row = {"framework": "minisnn", "model": model, "model_args": model_args or {}, "T": T, "batch": batch,
@@ -116,6 +125,10 @@ def measure_step(model="resnet19", T=2, batch=8, steps=3, warmup=1, device="cpu"
            "forward_macs": forward_macs, "gflops": gflops, "gemm_gflops": gemm, "gemm_fraction": gflops / gemm,
            "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base_rss, "loss": float(loss.item())}
     row["step_rss_mb"] = row["peak_rss_mb"] - base_rss
+    if phases:
+        row["step_cpu_s"] = cpu
+        row["phases"] = {name: total / steps for name, total in sorted(seconds.items())}
+        row["phases"]["other"] = cpu - sum(row["phases"].values())
     if device != "cpu":  # CuPy's pool keeps what it once took, so what it holds is the high-water mark
         row["device_pool_mb"] = xp.get_default_memory_pool().total_bytes() / 2 ** 20
         row["device_name"] = gpu_name(xp, int(device.split(":")[1]))
@@ -130,8 +143,13 @@ def gpu_name(cp, index):
 
 def run_isolated(config, threads=2, timeout=3600):
     """Run ``measure_step(**config)`` in a fresh Python process with ``threads`` BLAS/OpenMP threads and
-    return its row."""
+    return its row. A config with phases runs on one worker and one BLAS thread (``MINISNN_THREADS=1``),
+    so that every phase is timed on the one core that runs it."""
+    if config.get("phases"):
+        threads = 1
     env = dict(os.environ, **{var: str(threads) for var in THREAD_VARS})
+    if config.get("phases"):
+        env["MINISNN_THREADS"] = "1"
     cmd = [sys.executable, "-m", "minisnn.bench", "--one", json.dumps(config)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -139,20 +157,28 @@ def run_isolated(config, threads=2, timeout=3600):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# the vector extensions that decide how fast float32 GEMMs and elementwise loops can run, by their
+# /proc/cpuinfo names (x86: SSE ... AVX-512, AMX; Arm: NEON = asimd, SVE)
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                     "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+
+
 def machine_info():
-    """CPU model, cores, memory, Python, NumPy and its BLAS, as one dict."""
-    cpu = platform.processor() or platform.machine()
+    """CPU model, its vector extensions, cores, memory, Python, NumPy and its BLAS, as one dict."""
+    fields = {}  # the first value of each /proc/cpuinfo field (Linux; elsewhere none)
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     blas = "?"
     with contextlib.suppress(Exception):
         info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = f"{info['name']} {info['version']}"
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_gb, 1),
+    vector = " ".join(name for name in VECTOR_EXTENSIONS if name in flags) or "unknown"
+    return {"cpu": cpu, "vector": vector, "cores": os.cpu_count(), "memory_gb": round(memory_gb, 1),
             "python": platform.python_version(), "numpy": np.__version__, "blas": blas}
 
 
@@ -161,6 +187,25 @@ def configs(models, Ts, batches, model_args=None, steps=3, warmup=1, device="cpu
     return [dict(model=m, T=T, batch=b, model_args=dict(model_args or {}) if m == "resnet_small" else {},
                  steps=steps, warmup=warmup, device=device, gemm_size=gemm_size)
             for m in models for T in Ts for b in batches]
+
+
+PHASES = ("im2col", "GEMM", "dx columns", "layout", "allocation", "tdBN", "LIF", "optimizer", "other")
+
+
+def phase_table(rows):
+    """CPU seconds per step of each phase (one worker, one BLAS thread), one column per row, as text."""
+    names = [n for n in PHASES if any(n in r["phases"] for r in rows)]
+    names += sorted({n for r in rows for n in r["phases"]} - set(names))
+    header = "".join(f"{_label(r):>16}" for r in rows)
+    lines = [f"{'CPU s per step':<16}{header}"]
+    for name in names + ["step"]:
+        cells = "".join(f"{(r['step_cpu_s'] if name == 'step' else r['phases'].get(name, 0.0)):>16.3f}" for r in rows)
+        lines.append(f"{name:<16}{cells}")
+    return "\n".join(lines)
+
+
+def _label(row):
+    return f"{row['model']} T{row['T']} b{row['batch']}"
 
 
 def table(rows):
@@ -183,24 +228,43 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, nargs="+", default=[8])
     p.add_argument("--width", type=int, default=32, help="resnet_small: channels of the first stage")
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1], help="resnet_small: blocks per stage")
+    p.add_argument("--strides", type=int, nargs="+", help="resnet_small: stride of each stage's first block "
+                                                          "(default 1 2 2 ...)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n x n GEMM giving the machine's rate")
+    p.add_argument("--phases", action="store_true",
+                   help="also time each phase (im2col, GEMM, tdBN, LIF, optimizer, ...) in one more process per "
+                        "configuration, on one core")
+
+
+def small_net_args(args):
+    """resnet_small's arguments from the command line: width, blocks and (when given) strides."""
+    model_args = {"width": args.width, "blocks": tuple(args.blocks)}
+    if args.strides:
+        model_args["strides"] = tuple(args.strides)
+    return model_args
 
 
 def bench_command(args):
     """``minisnn bench``: every configuration in a fresh process; JSON lines, then a table."""
     rows = []
-    for config in configs(args.model, args.T, args.batch, {"width": args.width, "blocks": tuple(args.blocks)},
-                          args.steps, args.warmup, args.device, args.gemm_size):
+    for config in configs(args.model, args.T, args.batch, small_net_args(args), args.steps, args.warmup, args.device,
+                          args.gemm_size):
         rows.append(run_isolated(config, args.threads))
         print(json.dumps(rows[-1]), flush=True)
     machine = machine_info()
-    where = rows[0].get("device_name") or f"{machine['cpu']}, {machine['cores']} cores"
+    where = rows[0].get("device_name") or f"{machine['cpu']} ({machine['vector']}), {machine['cores']} cores"
     print(f"\n{where}; NumPy {machine['numpy']} ({machine['blas']}), {args.threads} threads")
     print(table(rows))
+    if args.phases:
+        profiled = [run_isolated(dict(config, phases=True)) for config in configs(
+            args.model, args.T, args.batch, small_net_args(args), args.steps, args.warmup, args.device,
+            args.gemm_size)]
+        print("\nWhere the time goes: CPU seconds per step on one core (MINISNN_THREADS=1, one BLAS thread)")
+        print(phase_table(profiled))
     return 0
 
 
@@ -211,8 +275,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.one:
         config = json.loads(args.one)
-        if "blocks" in config.get("model_args", {}):
-            config["model_args"]["blocks"] = tuple(config["model_args"]["blocks"])
+        for name in ("blocks", "strides"):
+            if name in config.get("model_args", {}):
+                config["model_args"][name] = tuple(config["model_args"][name])
         print(json.dumps(measure_step(**config)))
         return 0
     return bench_command(args)

@@ -5,6 +5,7 @@ float64)."""
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from minisnn import bench
 from minisnn.cli import main as cli_main
 from minisnn.core import Tensor
+from minisnn.fast import parallel, phases
 from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import resnet_small
 from minisnn.monitor import count_macs
@@ -69,6 +71,63 @@ def test_measure_step_reports_figures_and_trains():
     assert np.isfinite(row["loss"])
 
 
+def test_measure_step_with_phases_splits_the_cpu_time_of_a_step():
+    row = bench.measure_step("resnet_small", T=2, batch=2, steps=1, warmup=1, model_args=TINY, gemm_size=256,
+                             phases=True)
+    phases = row["phases"]
+    assert {"im2col", "GEMM", "tdBN", "LIF", "optimizer", "other"} <= set(phases)
+    assert all(seconds >= 0 for name, seconds in phases.items() if name != "other")
+    assert sum(phases.values()) == pytest.approx(row["step_cpu_s"])    # "other" is the rest of the step
+    text = bench.phase_table([row])
+    assert text.splitlines()[0].split() == ["CPU", "s", "per", "step", "resnet_small", "T2", "b2"]
+    assert text.splitlines()[-1].split()[0] == "step"
+
+
+def spin(seconds):
+    """Burn CPU time in this thread for about ``seconds``."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_phases_nest_and_count_only_while_recording():
+    with phases.timed("outer"):            # entered before the recording began: not counted, no error on exit
+        with phases.recording() as seconds:
+            spin(0.01)
+    assert seconds == {}
+    with phases.recording() as seconds:
+        with phases.timed("outer"):
+            spin(0.02)
+            with phases.timed("inner"):
+                spin(0.03)
+        spin(0.01)                         # in no phase
+    assert seconds["outer"] == pytest.approx(0.02, abs=0.01)
+    assert seconds["inner"] == pytest.approx(0.03, abs=0.01)
+    with phases.timed("outside"):
+        spin(0.001)
+    assert set(seconds) == {"outer", "inner"}
+
+
+def test_chunks_handed_to_workers_count_in_the_callers_phase(monkeypatch):
+    monkeypatch.setattr(parallel, "SPLIT_BYTES", 0)
+    before = parallel.workers()
+    parallel.set_workers(2)
+    try:
+        with phases.recording() as seconds, phases.timed("caller"):
+            parallel.map_chunks(lambda rows: spin(0.01), 4, np, nbytes=4 * parallel.CHUNK_BYTES)
+    finally:
+        parallel.set_workers(before)
+    assert seconds["caller"] == pytest.approx(0.04, abs=0.015)
+
+
+def test_machine_info_names_the_cpu_and_its_vector_extensions():
+    info = bench.machine_info()
+    assert info["cpu"] and info["vector"]
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx2 " in flags:
+        assert "avx2" in info["vector"].split()
+
+
 def test_run_isolated_measures_in_a_fresh_process():
     config = dict(model="resnet_small", T=1, batch=2, steps=1, warmup=1, model_args=TINY, gemm_size=256)
     row = bench.run_isolated(config, threads=1)
@@ -89,8 +148,9 @@ def test_markdown_report_has_command_machine_rows_and_growth():
     assert "Command: `python benchmarks/bench.py -T 2 6`" in text and "2 threads" in text
     table = [line for line in text.splitlines() if line.startswith("| resnet19")]
     assert len(table) == 2
-    assert table[0].split("|")[-2].strip() == "0.50"           # ratio column
-    assert table[1].split("|")[-2].strip() == "-"              # no peer figures for that row
+    assert table[0].split("|")[-3].strip() == "0.50"           # ratio column
+    assert table[0].split("|")[-2].strip() == "0.56"           # peak RSS ratio: 500 / 900
+    assert table[1].split("|")[-3].strip() == "-"              # no peer figures for that row
     assert "relative to T=2: T=6: 2.50x time, 2.50x memory." in text
 
 
@@ -132,15 +192,16 @@ def load_peer():
     return load_script("peer_torch")
 
 
-def test_peer_computes_the_same_network_as_minisnn():
+@pytest.mark.parametrize("strides", [None, (2, 2, 2)])
+def test_peer_computes_the_same_network_as_minisnn(strides):
     """Same weights, same float64 input: the same loss and the same gradient for every weight."""
     torch = pytest.importorskip("torch")
     peer = load_peer()
-    ours = resnet_small(T=3, **TINY).astype(np.float64)
-    theirs = peer.build("resnet_small", T=3, width=4, blocks=(1, 1, 1)).double()
+    ours = resnet_small(T=3, strides=strides, **TINY).astype(np.float64)
+    theirs = peer.build("resnet_small", T=3, width=4, blocks=(1, 1, 1), strides=strides).double()
     convbn_ours = [m for _, m in ours.named_modules() if type(m).__name__ == "ConvBN"]
     convbn_theirs = [m for m in theirs.modules() if isinstance(m, peer.ConvBN)]
-    assert len(convbn_ours) == len(convbn_theirs) == 9
+    assert len(convbn_ours) == len(convbn_theirs) == (9 if strides is None else 10)  # + the first stage's shortcut
     pairs = []
     for a, b in zip(convbn_ours, convbn_theirs):
         pairs += [(a.conv.weight, b.conv.weight), (a.bn.weight, b.weight), (a.bn.bias, b.bias)]
@@ -160,6 +221,25 @@ def test_peer_computes_the_same_network_as_minisnn():
     assert float(loss.data) == pytest.approx(torch_loss.item(), rel=1e-9)
     for a, b in pairs:
         np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_peer_profile_splits_its_step_into_phases():
+    pytest.importorskip("torch")
+    peer = load_peer()
+    row = peer.run("resnet_small", T=2, batch=2, steps=1, warmup=1, threads=1, width=4, profiled=True)
+    assert set(row["phases"]) <= set(peer.SCOPES) | {"optimizer", "other"}
+    assert {"convolution", "tdBN", "LIF", "optimizer"} <= set(row["phases"])
+    # backward nodes count where their forward op ran: the convolutions' backward makes them the larger part
+    assert row["phases"]["convolution"] > row["phases"]["optimizer"]
+
+
+def test_phases_markdown_puts_both_profiles_side_by_side():
+    ours = dict(fake_row(2, 2.0, 400), step_cpu_s=2.0, phases={"im2col": 0.5, "GEMM": 1.0, "other": 0.5})
+    theirs = {"phases": {"convolution": 1.0, "tdBN": 0.25, "other": 0.25}}
+    text = report.phases_markdown([(ours, theirs)], "cmd", bench.machine_info())
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "phase" not in line]
+    assert rows[0] == "| im2col | 0.50 | 25% | | convolution | 1.00 | 67% |"
+    assert "| step (CPU) | 2.00 | 100% |" in text and "| step (profiled) | 1.50 | 100% |" in text
 
 
 def test_peer_is_not_a_dependency_of_minisnn():

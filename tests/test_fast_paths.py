@@ -2,8 +2,10 @@
 
 Hypothesis draws the shapes and, for the CPU split, the number of workers and the chunk size (one
 sample per chunk up to the whole batch in one), so that each arrangement of the work is compared with
-the straight-line reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), im2col
-without padding copies, the chunked LIF loop (bit for bit), and batch norm's float64 chunked sums.
+the straight-line reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), dW from dx's columns or from
+im2col(x), im2col without padding copies into buffers that keep their zeros, products per image or
+per chunk, the chunked LIF loop (bit for bit), batch norm's float64 chunked sums, and the blockwise
+SGD and Adam updates (bit for bit).
 """
 import contextlib
 
@@ -12,17 +14,27 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minisnn import Tensor
-from minisnn.fast import conv as fast_conv, parallel, reference_only, version_of
+from minisnn.fast import conv as fast_conv, optim as fast_optim, parallel, reference_only, version_of
 from minisnn.fast.conv import ChunkedConv2d
 from minisnn.fast.neuron import ChunkedLIF, FusedLIF
 from minisnn.fast.norm import ChunkedBatchNorm
+from minisnn.fast.optim import ChunkedAdam, ChunkedSGD
 from minisnn.functions.conv import Conv2d, col2im, im2col
 from minisnn.functions.neuron import LIF
 from minisnn.functions.norm import BatchNormFunction
 from minisnn.functions.surrogate import SURROGATES, get_surrogate
+from minisnn.nn import Parameter
+from minisnn.optim import SGD, Adam
 from strategies import conv_cases, lif_cases, norm_cases, seeds
 
 splits = st.tuples(st.integers(1, 3), st.sampled_from([1, 1 << 10, parallel.CHUNK_BYTES]))
+# the conv's own knobs: one product per image or per chunk, chunk width, the tile of the dW sums, and
+# column buffers kept per thread (1: every other geometry evicts the last one)
+conv_knobs = st.fixed_dictionaries({"PER_IMAGE_GEMM": st.sampled_from([1, 10 ** 9]),
+                                    "MIN_COLUMNS": st.sampled_from([1, 7, 512]),
+                                    "TILE": st.sampled_from([1, 3, 128]),
+                                    "TILE_O": st.sampled_from([1, 2, 32]),
+                                    "COLUMN_BUFFERS": st.sampled_from([1, 8])})
 
 
 @contextlib.contextmanager
@@ -38,6 +50,19 @@ def cpu_split(workers, chunk_bytes):
     finally:
         parallel.set_workers(before)
         parallel.CHUNK_BYTES, parallel.SPLIT_BYTES = saved
+
+
+@contextlib.contextmanager
+def knobs(module, values):
+    """Set module constants for the block."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def run(function, inputs, gy, needs=None):
@@ -72,18 +97,22 @@ def test_the_one_spot_picks_the_fast_version_and_reference_only_turns_it_off():
 
 
 # ----------------------------------------------------------------------------------------- conv
-@settings(max_examples=60)
-@given(conv_cases(max_batch=4), splits, st.booleans(), st.booleans(), seeds)
-def test_chunked_conv_equals_reference(case, split, bias, need_dx, seed):
-    x, W, b, stride, padding = case
-    inputs = (x, W, b) if bias else (x, W)
-    y_shape = Conv2d(stride, padding).forward(*inputs).shape
-    gy = np.random.default_rng(seed).standard_normal(y_shape)
-    needs = [need_dx] + [True] * (len(inputs) - 1)
-    want = run(Conv2d(stride, padding), inputs, gy, needs)
-    with cpu_split(*split):
-        got = run(ChunkedConv2d(stride, padding), inputs, gy, needs)
-    assert_same(got, want)
+@settings(max_examples=80)
+@given(st.lists(st.tuples(conv_cases(max_batch=4), st.booleans(), st.booleans(), seeds), min_size=1, max_size=3),
+       splits, conv_knobs)
+def test_chunked_conv_equals_reference(calls, split, conv_knob_values):
+    """A few convolutions in a row, as in a net: the column buffers they leave behind (zeros kept in the
+    padding, possibly for more images than the next call has) must not change the next one's result."""
+    for case, bias, need_dx, seed in calls:
+        x, W, b, stride, padding = case
+        inputs = (x, W, b) if bias else (x, W)
+        y_shape = Conv2d(stride, padding).forward(*inputs).shape
+        gy = np.random.default_rng(seed).standard_normal(y_shape)
+        needs = [need_dx] + [True] * (len(inputs) - 1)
+        want = run(Conv2d(stride, padding), inputs, gy, needs)
+        with cpu_split(*split), knobs(fast_conv, conv_knob_values):
+            got = run(ChunkedConv2d(stride, padding), inputs, gy, needs)
+        assert_same(got, want)
 
 
 @settings(max_examples=60)
@@ -104,8 +133,8 @@ def test_both_dx_paths_of_the_chunked_conv_are_drawn():
     rng = np.random.default_rng(0)
     x, W = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
     calls = []
-    original = fast_conv.col2im_unpadded
-    fast_conv.col2im_unpadded = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = fast_conv.col2im_into
+    fast_conv.col2im_into = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         for stride, expect_col2im in ((1, False), (2, True)):
             calls.clear()
@@ -113,7 +142,7 @@ def test_both_dx_paths_of_the_chunked_conv_are_drawn():
             assert_same(run(ChunkedConv2d(stride, 1), (x, W), gy), run(Conv2d(stride, 1), (x, W), gy))
             assert bool(calls) == expect_col2im
     finally:
-        fast_conv.col2im_unpadded = original
+        fast_conv.col2im_into = original
 
 
 # ------------------------------------------------------------------------------------------ LIF
@@ -157,3 +186,59 @@ def test_chunked_batch_norm_equals_reference(case, training, scale, split, seed)
     assert_same(got, want)
     for g, w_ in zip(got_running, want_running):
         np.testing.assert_allclose(g, w_, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------- optimizers
+@st.composite
+def optimizer_cases(draw):
+    """Parameters of a few shapes (one with a transposed, non-contiguous gradient; two sharing one gradient
+    array), three steps of random gradients, and the hyperparameters of SGD or Adam."""
+    rng = np.random.default_rng(draw(seeds))
+    shapes = draw(st.lists(st.sampled_from([(1,), (5,), (3, 4), (40, 3), (2, 3, 5)]), min_size=1, max_size=4))
+    data = [rng.standard_normal(shape) for shape in shapes]
+    steps = []
+    for _ in range(3):
+        grads = [rng.standard_normal(shape) for shape in shapes]
+        if len(grads) > 1 and shapes[0] == shapes[1]:
+            grads[1] = grads[0]                                  # one gradient array for two parameters
+        if shapes[-1] == (40, 3):
+            grads[-1] = np.ascontiguousarray(grads[-1].T).T      # not C-contiguous
+        steps.append(grads)
+    return data, steps
+
+
+@settings(max_examples=60)
+@given(optimizer_cases(), st.sampled_from(["sgd", "adam"]), st.sampled_from([0.0, 0.9]), st.sampled_from([0.0, 5e-4]),
+       st.sampled_from([np.float32, np.float64]), st.sampled_from([1, 7, 1 << 14]), splits)
+def test_blockwise_optimizers_equal_the_reference_bit_for_bit(case, which, momentum, weight_decay, dtype, block, split):
+    data, steps = case
+    reference, fast = (SGD, ChunkedSGD) if which == "sgd" else (Adam, ChunkedAdam)
+    settings_ = dict(lr=0.05, momentum=momentum) if which == "sgd" else dict(lr=1e-2)
+    results = []
+    for cls in (reference, fast):
+        params = [Parameter(d.astype(dtype)) for d in data]
+        optimizer = cls(params, weight_decay=weight_decay, **settings_)
+        with cpu_split(*split), knobs(fast_optim, {"BLOCK": block}):
+            for grads in steps:
+                given_grads = [g.astype(dtype) if g.flags.c_contiguous else np.ascontiguousarray(g.T, dtype).T
+                               for g in grads]
+                if len(grads) > 1 and grads[1] is grads[0]:
+                    given_grads[1] = given_grads[0]
+                before = [g.copy() for g in given_grads]
+                for p, g in zip(params, given_grads):
+                    p.grad = g
+                optimizer.step()
+                for g, b in zip(given_grads, before):               # gradients are only read
+                    np.testing.assert_array_equal(g, b)
+        results.append(([p.data for p in params], optimizer.state_dict()))
+    (want, want_state), (got, got_state) = results
+    for u, v in zip(got, want):
+        np.testing.assert_array_equal(u, v)
+    assert got_state.keys() == want_state.keys()
+    for key in want_state:
+        np.testing.assert_array_equal(got_state[key], want_state[key])
+
+
+def test_the_one_spot_picks_the_blockwise_optimizers_on_the_cpu():
+    x = np.zeros(3)
+    assert version_of(SGD, x) is ChunkedSGD and version_of(Adam, x) is ChunkedAdam

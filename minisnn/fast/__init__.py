@@ -11,6 +11,8 @@ the equations in their docstrings. What makes them fast lives here, one module p
     fast/norm.py      tdBN / batch norm: per-channel sums accumulated in float64, every pass on batch
                       chunks across the CPU cores, dx built in place
     fast/parallel.py  the thread pool that runs the chunks (``MINISNN_THREADS``)
+    fast/phases.py    where the time goes: the parts above marked by phase (im2col, GEMM, LIF, ...) and
+                      timed when asked (``minisnn bench --phases``)
 
 Each fast Function is a subclass of its reference and is tested equal to it (tests/test_fast_paths.py,
 Hypothesis drawing every path). Which class runs is decided in one spot, ``version_of`` below: the

@@ -2,8 +2,9 @@
 
 * ``ChunkedLIF`` (CPU): the neurons of the [T, M] view are split into chunks run on all cores
   (``parallel.map_chunks``), and each step is written in place into u[t], o[t] and gx[t], so the loop
-  makes no temporaries beyond one per step. The arithmetic is the reference's, in the same order, so
-  the results are bit for bit the same.
+  makes no temporaries beyond one per step; the spikes are converted to x's dtype (the output) chunk by
+  chunk too. The arithmetic is the reference's, in the same order, so the results are bit for bit the
+  same.
 * ``FusedLIF`` (CUDA): forward and backward each run as one kernel -- one thread per neuron, looping
   over t -- whose source below mirrors the reference loop line by line. It is compiled with
   --fmad=false so that a * b + c rounds twice, exactly like NumPy. It runs for float32 and float64 with
@@ -16,24 +17,29 @@ from ..backend import get_array_module
 from ..functions.neuron import LIF, _check_input
 from . import register
 from .parallel import map_chunks
+from .phases import timed
 
 
 class ChunkedLIF(LIF):
     """``LIF`` with the loop over t run on chunks of neurons across the CPU cores, in place."""
 
+    @timed("LIF")
     def forward(self, x):
         xp = get_array_module(x)
         _check_input(x)
-        u = xp.empty(x.shape, x.dtype)
+        u, spikes = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)
         o = xp.empty(x.shape, dtype=xp.uint8 if self.surrogate.heaviside else x.dtype)
         per_step = (len(x), -1)                    # [T, M]: neurons side by side, chunked across cores
-        x_, u_, o_ = x.reshape(per_step), u.reshape(per_step), o.reshape(per_step)
-        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n]), u_.shape[1], xp, u.nbytes)
+        x_, u_, o_, spikes_ = (a.reshape(per_step) for a in (x, u, o, spikes))
+        touched = x.nbytes + u.nbytes + o.nbytes + spikes.nbytes
+        map_chunks(lambda n: self._forward_loop(x_[:, n], u_[:, n], o_[:, n], spikes_[:, n]), u_.shape[1], xp,
+                   touched)
         self.u, self.o = u, o
-        return o.astype(x.dtype)
+        return spikes
 
-    def _forward_loop(self, x, u, o):
-        """The loop over t for one chunk of neurons, each step written in place into u[t] and o[t]."""
+    def _forward_loop(self, x, u, o, spikes):
+        """The loop over t for one chunk of neurons, each step written in place into u[t] and o[t], and o[t]
+        in x's dtype into spikes[t] (the output) while it is in cache."""
         xp = get_array_module(x)
         tau, heaviside = self.tau_decay, self.surrogate.heaviside
         for t in range(len(x)):
@@ -48,14 +54,19 @@ class ChunkedLIF(LIF):
                 xp.greater_equal(u_t, self.v_th, out=o[t])
             else:
                 o[t] = self.surrogate.spike(u_t - self.v_th)
+            spikes[t] = o[t]
 
+    @timed("LIF")
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.empty_like(self.u)
         per_step = (len(gx), -1)
         gy_, u_, o_, gx_ = (a.reshape(per_step) for a in (gy, self.u, self.o, gx))
+        # the memory a chunk touches, the surrogate derivative's few temporaries included: chunks that fit
+        # in cache with all of them
+        touched = gy.nbytes + self.u.nbytes + self.o.nbytes + gx.nbytes + 4 * gx.nbytes
         map_chunks(lambda n: self._backward_loop(gy_[:, n], u_[:, n], o_[:, n], gx_[:, n]), gx_.shape[1], xp,
-                   gx.nbytes)
+                   touched)
         return gx
 
     def _backward_loop(self, gy, u, o, gx):

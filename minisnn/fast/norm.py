@@ -4,7 +4,8 @@
   from the centred x that y is built from anyway (two passes: no cancellation), so no array beyond y
   is made.
 * Memory: only x is kept for backward -- it is alive anyway as this Function's input -- and x - mean is
-  rebuilt from it there, so no normalised copy waits in memory between forward and backward.
+  rebuilt from it there, so no normalised copy waits in memory between forward and backward. It is
+  rebuilt once, straight into the array that the last pass turns into dx.
 * The per-channel means in dx reuse the parameter gradients: mean(g_hat) = lambda * s * dbeta / n and
   mean(g_hat * xn) = lambda * dlambda / n, so backward makes only two reductions, and dx is built in
   place.
@@ -23,11 +24,13 @@ from ..backend import get_array_module
 from ..functions.norm import BatchNormFunction
 from . import register
 from .parallel import map_chunks
+from .phases import timed
 
 
 class ChunkedBatchNorm(BatchNormFunction):
     """``BatchNormFunction`` with float64 sums, in-place passes on batch chunks across the CPU cores."""
 
+    @timed("tdBN")
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         x3 = x.reshape(x.shape[0], x.shape[1], -1)  # [B, C, S]: statistics over axes 0 and 2
@@ -66,25 +69,32 @@ class ChunkedBatchNorm(BatchNormFunction):
         parts = map_chunks(per_chunk, len(x3), get_array_module(x3), x3.nbytes)
         return None if parts[0] is None else sum(parts[1:], parts[0])
 
+    @timed("tdBN")
     def backward(self, gy):
         xp = get_array_module(gy)
         x3, mean, istd = self.x3, self.mean, self.istd
         gy3 = gy.reshape(x3.shape)
         n = gy3.shape[0] * gy3.shape[2]
-        sums = self._sum(lambda b: xp.stack([gy3[b].sum(axis=(0, 2)),
-                                             xp.einsum("bcs,bcs->c", gy3[b], x3[b] - mean)]), x3)
-        sum_gy, sum_gy_xn = sums[0], sums[1] * istd[:, 0]          # = dbeta and dlambda / s
+        # x - mean, needed by both sweeps below, is written once: into gx, which the second sweep then
+        # turns into dx in place (or into a throwaway array when x needs no gradient)
+        centred = xp.empty_like(x3)
+
+        def sums(b):                                                 # sum(gy), sum(gy (x - mean))
+            xp.subtract(x3[b], mean, out=centred[b])
+            return xp.stack([gy3[b].sum(axis=(0, 2)), xp.einsum("bcs,bcs->c", gy3[b], centred[b])])
+
+        total = self._sum(sums, x3)
+        sum_gy, sum_gy_xn = total[0], total[1] * istd[:, 0]        # = dbeta and dlambda / s
         gx = None
         if self.needs_input_grad[0]:
             gain = self.weight[:, None] * (self.scale * istd)        # dy/dx with the statistics held fixed
-            gx = xp.empty_like(x3)
+            gx = centred
 
             def input_grad(b):                                       # gain (gy - sum_gy/n - xn sum_gy_xn/n)
-                g = gx[b]
+                g = gx[b]                                            # x - mean; xn = (x - mean) istd
                 if not self.training:
                     xp.multiply(gy3[b], gain, out=g)
                     return
-                xp.subtract(x3[b], mean, out=g)                      # x - mean; xn = (x - mean) istd
                 g *= istd * (-sum_gy_xn[:, None] / n)
                 g += gy3[b]
                 g -= sum_gy[:, None] / n

@@ -1,40 +1,54 @@
 """Splitting a batch into chunks: across the CPU's cores, and within a memory budget on the GPU.
 
 NumPy runs its elementwise loops, copies and reductions on one core. So on the CPU minisnn splits a
-large batch into contiguous chunks (about CHUNK_BYTES each, at least one per worker) and runs them in a
-thread pool:
+large batch into contiguous chunks and runs a function on each:
 
-    map_chunks(fn, n, xp)  ->  [fn(slice(0, n_1)), fn(slice(n_1, n_2)), ...]
+    map_chunks(fn, n, xp, nbytes)  ->  [fn(slice(0, n_1)), fn(slice(n_1, n_2)), ...]
 
-NumPy releases the GIL inside its loops and BLAS calls, so the chunks really run at the same time.
-While they run, BLAS is held at one thread per worker (through threadpoolctl, which finds the BLAS
-library NumPy was built with and calls its own thread setter), so that the two levels of threading
-do not fight for the cores. BLAS gets its thread count back afterwards.
+**The chunks.** One per CHUNK_BYTES of the memory the job touches (``nbytes``): they stay in the
+cores' caches, and the allocator hands the same blocks back chunk after chunk. None is shorter than
+``min_chunk``, and a job that is split has a multiple of the worker count, so that every worker gets
+the same share.
 
-Jobs smaller than SPLIT_BYTES run in the calling thread, still chunk by chunk so that their
-temporaries stay in cache, with BLAS free to use all its threads.
+**How they run**, decided for each call from the job's size and the worker count alone:
 
-Which is faster depends on the net. On the 2-core machine of benchmarks/RESULTS.md, the split wins
-for nets with large feature maps: a batch-32 step of resnet_small with 32x32 stage-1 maps takes
-0.64 s with two workers and 0.80 s with one. For small maps it loses: OpenBLAS with two threads runs
-a thin product such as [32, 288] x [288, 4096] at 58 GFLOP/s, against 21 GFLOP/s on one thread, more
-than the split gains on the copies. The same net with stride 2 in every stage takes 0.25 s per step
-with one worker and 0.28-0.35 s with two (benchmarks/RESULTS.md). Set ``MINISNN_THREADS=1`` for such
-nets.
+* A job of SPLIT_BYTES or more, with more than one worker, is *split*: its chunks run on ``workers()``
+  threads -- the calling thread and a pool of ``workers() - 1`` -- each taking the next chunk as soon
+  as it is free. NumPy releases the GIL inside its loops and BLAS calls, so they really run at the same
+  time. Meanwhile BLAS is held at one thread per worker (through threadpoolctl, which finds the BLAS
+  library NumPy was built with and calls its own thread setter), so that the two levels of threading
+  do not fight for the cores.
+* A smaller job runs its chunks one after another in the calling thread, with BLAS held at one thread
+  too: handing it over would cost more than it saves, and so would waking BLAS's own threads, which
+  then spin for a while on the cores the next job needs.
+* With one worker (``MINISNN_THREADS=1``) every job runs in the calling thread and BLAS keeps its
+  threads: each product then runs on all cores, the copies and elementwise work on one.
 
-``MINISNN_THREADS`` sets the number of workers (default: the cores this process may run on);
+``MINISNN_THREADS=n`` sets the number of workers (default: the cores this process may run on);
 ``set_workers(n)`` changes it at run time. On CuPy ``map_chunks`` runs one chunk: the GPU is parallel
 already.
+
+Why the choice never depends on timings. Choosing per job by timing both ways was tried, and dropped:
+OpenBLAS does not always give the same bits on one thread as on two (for a product with one to three
+rows and a long inner dimension its threads split the sum), so two runs of one command -- or a run and
+its resumption -- could have computed different numbers, depending on the load of the machine at the
+time. Measured side by side, the split was the faster way on the Intel machine of benchmarks/RESULTS.md
+for ResNet-19 and for the README's small CIFAR-sample net alike; where one worker is faster (the
+2-core AMD EPYC ran that small net faster so before issue 19's changes), ``MINISNN_THREADS=1`` says so.
 
 On the GPU the limit is memory, not cores: a convolution's im2col columns are kh*kw times its input,
 so a large batch is cut into ``gpu_chunks`` whose temporaries fit ``gpu_chunk_bytes()`` -- a quarter
 of the memory the device has free (what the driver reports free plus what CuPy's pool holds unused),
 or ``MINISNN_GPU_CHUNK_MB`` megabytes when set.
 """
+import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .phases import carried
 
 ENV_VAR = "MINISNN_THREADS"
 GPU_CHUNK_ENV_VAR = "MINISNN_GPU_CHUNK_MB"
@@ -81,33 +95,81 @@ def chunks(n, parts):
     return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
+@contextlib.contextmanager
 def _blas_one_thread():
+    """Hold BLAS at one thread inside the block, then give it back the threads it had."""
     global _blas
     if _blas is None:
         from threadpoolctl import ThreadpoolController
-        _blas = ThreadpoolController()  # NumPy is imported above, so its BLAS is found
-    return _blas.limit(limits=1, user_api="blas")
+        _blas = ThreadpoolController().select(user_api="blas").lib_controllers  # NumPy is imported above
+    before = [library.get_num_threads() for library in _blas]
+    for library in _blas:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(_blas, before):
+            library.set_num_threads(threads)
 
 
-def map_chunks(fn, n, xp=np, nbytes=0):
-    """Call fn(slice) for contiguous slices covering range(n), in parallel on the CPU; return the results
-    in slice order. fn must only read shared arrays and write to disjoint parts of outputs.
+def map_chunks(fn, n, xp=np, nbytes=0, min_chunk=1):
+    """Call fn(slice) for contiguous slices covering range(n): on the CPU split across the workers, or one
+    after another in the calling thread (see the module docstring); return the results in slice order.
+    fn must only read shared arrays and write to disjoint parts of outputs.
 
-    nbytes: how much memory the whole job touches. The CPU split has one slice per CHUNK_BYTES of that
-    (a few megabytes stay in cache and are reused by the allocator, while a fresh 100 MB temporary costs
-    a page fault per 4 KB on first touch), and at least one per worker. Jobs smaller than SPLIT_BYTES
-    (and every job when there is one worker) run their slices one after another in the calling thread.
+    nbytes: how much memory the whole job touches; it sets the number of slices: one per CHUNK_BYTES,
+    but none shorter than ``min_chunk``, and for a job that is split a multiple of the worker count (at
+    least one slice per worker, even if shorter than ``min_chunk``).
     """
     if xp is not np:
         return [fn(slice(0, n))]
-    parts = -(-nbytes // CHUNK_BYTES)  # chunks() keeps it within [1, n]
-    if workers() == 1 or nbytes < SPLIT_BYTES:
-        return [fn(rows) for rows in chunks(n, parts)]
+    most = max(1, n // min_chunk)                    # slices no shorter than min_chunk
+    parts = min(-(-nbytes // CHUNK_BYTES), most)
+    split = workers() > 1 and nbytes >= SPLIT_BYTES
+    if split:                                        # a multiple of the workers: up if min_chunk allows
+        count = workers()
+        up = -(-max(parts, 1) // count) * count
+        parts = up if up <= most else max(count, most // count * count)
+    slices = chunks(n, parts)                        # chunks() keeps parts within [1, n]
+    if split and len(slices) > 1:
+        with _blas_one_thread():
+            return _split(fn, slices)
+    if nbytes < SPLIT_BYTES:
+        with _blas_one_thread():
+            return [fn(rows) for rows in slices]
+    return [fn(rows) for rows in slices]
+
+
+def _split(fn, slices):
+    """fn over the slices on workers() threads, the calling thread among them, each taking the next slice
+    when it is free (one hand-over per worker, not per slice); the results in slice order."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(workers(), thread_name_prefix="minisnn")
-    with _blas_one_thread():
-        return list(_pool.map(fn, chunks(n, max(parts, workers()))))
+        _pool = ThreadPoolExecutor(workers() - 1, thread_name_prefix="minisnn")
+    results, taken, lock = [None] * len(slices), iter(range(len(slices))), threading.Lock()
+    failed = []
+
+    def drain():
+        while not failed:
+            with lock:
+                i = next(taken, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(slices[i])
+            except BaseException:
+                failed.append(True)                  # the others stop taking slices
+                raise
+
+    helpers = [_pool.submit(carried(drain)) for _ in range(workers() - 1)]
+    try:
+        drain()
+    finally:
+        for helper in helpers:
+            helper.exception()                       # wait for every helper before anything is re-raised
+    for helper in helpers:
+        helper.result()                              # a helper's error, if the calling thread had none
+    return results
 
 
 def gpu_chunk_bytes(cp):
