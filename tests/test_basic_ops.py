@@ -94,6 +94,28 @@ def test_max(x, data, keepdims):
     gradcheck(lambda t: F.max(t, axis, keepdims), x)
 
 
+def test_max_splits_the_gradient_evenly_between_ties():
+    x = Tensor(np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]]), requires_grad=True)
+    y = F.max(x, axis=1)
+    assert y.data.tolist() == [3.0, 2.0]
+    (y * np.array([1.0, 6.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.5, 0.5], [2.0, 2.0, 2.0]])
+    x.zero_grad()
+    F.max(x, axis=0, keepdims=True).sum().backward()  # columns: 2 beats 1; 3 beats 2 twice
+    np.testing.assert_array_equal(x.grad, [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    x.zero_grad()
+    F.max(x).backward()  # over everything: two 3s share the one gradient
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.5, 0.5], [0.0, 0.0, 0.0]])
+
+
+def test_clip_passes_the_gradient_at_its_bounds_and_blocks_it_outside():
+    x = Tensor(np.array([-2.0, -1.0, -0.5, 1.0, 3.0]), requires_grad=True)
+    y = F.clip(x, -1.0, 1.0)
+    assert y.data.tolist() == [-1.0, -1.0, -0.5, 1.0, 1.0]
+    (y * np.array([1.0, 2.0, 3.0, 4.0, 5.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 2.0, 3.0, 4.0, 0.0])
+
+
 @EXAMPLES
 @given(broadcast_pair())
 def test_broadcast_to_and_sum_to(pair):

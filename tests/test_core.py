@@ -33,13 +33,40 @@ def test_tensor_used_twice_in_one_op():
     np.testing.assert_array_equal(x.grad, [6.0])
 
 
+@pytest.mark.parametrize("short_path_first", [False, True])
+def test_an_intermediate_passes_its_gradient_on_only_after_every_path_has_delivered(short_path_first):
+    # h = 2x reaches y by a long path (h*2*3) and a short one (+h): dy/dh = 6 + 1 = 7, dy/dx = 14.
+    # Processing h's creator when only the short path has arrived would give dy/dx = 2.
+    x = leaf([1.0, -3.0])
+    h = x * 2
+    y = (h + h * 2 * 3) if short_path_first else (h * 2 * 3 + h)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [14.0, 14.0])
+
+
 def test_gradients_accumulate_across_backward_calls_until_cleared():
     x = leaf([1.0, 2.0])
     (x * 2).sum().backward()
-    (x * 2).sum().backward()
-    np.testing.assert_array_equal(x.grad, [4.0, 4.0])
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+    (x * x).sum().backward()  # another graph on the same leaf: its gradient 2x is added
+    np.testing.assert_array_equal(x.grad, [4.0, 6.0])
     x.zero_grad()
     assert x.grad is None
+    x.backward()  # a leaf as the root accumulates the same way
+    x.backward(np.array([1.0, 5.0]))
+    np.testing.assert_array_equal(x.grad, [2.0, 6.0])
+
+
+def test_the_root_keeps_its_own_gradient():
+    x = leaf([1.0, 2.0])
+    y = (x * 3).sum()
+    y.backward()
+    assert y.grad == 1.0 and x.grad.tolist() == [3.0, 3.0]
+    z = x * 3
+    z.backward(np.array([1.0, 10.0]))  # a given dL/dz is kept as z's gradient and used as the seed
+    assert z.grad.tolist() == [1.0, 10.0] and x.grad.tolist() == [6.0, 33.0]
+    with pytest.raises(ValueError, match="grad shape"):
+        (x * 3).backward(np.ones(3))
 
 
 def test_broadcasting_reduces_gradient_to_input_shape():
@@ -57,6 +84,23 @@ def test_no_grad_builds_no_graph():
         y = x * 2
     assert y.creator is None and not y.requires_grad
     assert (x * 2).creator is not None  # switched back on afterwards
+
+
+def test_nested_no_grad_restores_each_level_even_after_an_error():
+    x = leaf([1.0])
+    with no_grad():
+        with no_grad():
+            pass
+        assert (x * 2).creator is None  # leaving the inner block keeps the outer one's setting
+        with pytest.raises(ZeroDivisionError):
+            with no_grad():
+                1 / 0
+        assert (x * 2).creator is None
+    assert (x * 2).creator is not None
+    with pytest.raises(ZeroDivisionError):
+        with no_grad():
+            1 / 0
+    assert (x * 2).creator is not None
 
 
 def test_inputs_without_requires_grad_build_no_graph():

@@ -63,6 +63,30 @@ def test_state_dict_resume_is_exact(make):
     np.testing.assert_array_equal(q.data, p.data)
 
 
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+                                  lambda ps: Adam(ps, lr=0.1), lambda ps: Adam(ps, lr=0.1, weight_decay=0.01)],
+                         ids=["sgd", "sgd with weight decay", "adam", "adam with weight decay"])
+def test_parameters_sharing_one_gradient_array_are_updated_as_if_apart(make):
+    """In y = a + b the engine hands both a and b the same gradient array: the optimizer must neither
+    keep that array as its own state (momentum) nor change it in place."""
+    def train(shared):
+        a, b = Parameter(np.array([1.0, -2.0])), Parameter(np.array([0.5, 3.0]))
+        opt = make([a, b])
+        for step in range(4):
+            opt.zero_grad()
+            ((a + b) * np.array([1.0, -2.0]) * (step + 1)).sum().backward()
+            if not shared:
+                b.grad = b.grad.copy()
+            assert (a.grad is b.grad) == shared
+            given = a.grad.copy()
+            opt.step()
+            np.testing.assert_array_equal(a.grad, given)  # the gradient is read, not changed
+        return np.concatenate([a.data, b.data])
+
+    np.testing.assert_array_equal(train(shared=True), train(shared=False))
+
+
 def test_cosine_schedule_with_warmup():
     opt = SGD([Parameter(np.zeros(1))], lr=1.0)
     sched = CosineSchedule(opt, total_steps=12, warmup_steps=2, min_lr=0.0)
