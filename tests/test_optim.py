@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from minisnn.nn import Parameter
-from minisnn.optim import SGD, Adam, CosineSchedule
+from minisnn.backend import get_array_module
+from minisnn.optim import SGD, Adam, CosineSchedule, Optimizer
 
 
 def quadratic_step(opt, p, target):
@@ -85,6 +86,70 @@ def test_parameters_sharing_one_gradient_array_are_updated_as_if_apart(make):
         return np.concatenate([a.data, b.data])
 
     np.testing.assert_array_equal(train(shared=True), train(shared=False))
+
+
+def test_an_optimizer_needs_parameters_and_a_subclass_needs_an_update():
+    with pytest.raises(ValueError, match="empty parameter list"):
+        SGD([], lr=0.1)
+
+    class Bare(Optimizer):
+        pass
+
+    p = Parameter(np.ones(2))
+    p.grad = np.ones(2)
+    bare = Bare([p], lr=0.1)
+    assert bare.state_dict() == {"lr": 0.1, "steps": 0}  # no slots
+    with pytest.raises(NotImplementedError):
+        bare.step()
+
+
+def test_loading_a_state_restores_the_learning_rate_and_clears_the_slots_it_lacks():
+    def fresh():
+        p = Parameter(np.array([1.0, -1.0]))
+        return p, SGD([p], lr=0.1, momentum=0.9)
+
+    p, opt = fresh()
+    before = opt.state_dict()  # no velocity yet
+    for _ in range(3):
+        quadratic_step(opt, p, np.zeros(2))
+    with pytest.raises(ValueError, match=r"optimizer state velocity\.0: shape \(3,\) != \(2,\)"):
+        opt.load_state_dict(dict(before, **{"velocity.0": np.zeros(3)}))
+    opt.load_state_dict(dict(before, lr=0.05))
+    assert opt.lr == 0.05 and opt.steps == 0 and opt.velocity == [None]
+    p.data[...] = [1.0, -1.0]
+    quadratic_step(opt, p, np.zeros(2))
+    q, other = fresh()
+    other.lr = 0.05
+    quadratic_step(other, q, np.zeros(2))
+    np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_nonfinite_flags_a_nan_or_infinity_in_any_parameter():
+    p, q = Parameter(np.ones(3)), Parameter(np.ones((2, 2)))
+    assert not SGD([p], lr=0.1).nonfinite() and not SGD([p, q], lr=0.1).nonfinite()
+    for bad in (np.nan, np.inf, -np.inf):
+        q.data[1, 0] = bad
+        assert SGD([q], lr=0.1).nonfinite() and SGD([p, q], lr=0.1).nonfinite()
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: Adam(ps, lr=0.1)],
+                         ids=["sgd", "adam"])
+def test_the_slots_follow_their_parameter_to_the_gpu_and_back(gpu, make):
+    """After ``model.to(device)`` the parameters live elsewhere: the next step moves the slots there too,
+    and the updates are those a run that never moved makes."""
+    def run(move):
+        p = Parameter(np.array([1.0, -2.0, 0.5]))
+        opt = make([p])
+        for step in range(4):
+            if move and step in (1, 3):
+                p.data = gpu.asarray(p.data) if step == 1 else gpu.asnumpy(p.data)
+            xp = get_array_module(p.data)
+            p.grad = 2 * (p.data - xp.asarray([3.0, -1.0, 0.0]))
+            opt.step()
+            assert all(get_array_module(slot) is xp for name in opt.slot_names() for slot in getattr(opt, name))
+        return p.data
+
+    np.testing.assert_allclose(run(move=True), run(move=False), rtol=1e-15)
 
 
 def test_cosine_schedule_with_warmup():

@@ -6,7 +6,10 @@ import math
 import os
 import signal
 import stat
+import struct
+import time
 
+import matplotlib
 import numpy as np
 import pytest
 
@@ -104,6 +107,87 @@ def test_an_epochs_reported_loss_and_accuracy_are_the_means_over_its_images(cifa
     assert [n for _, _, n in steps] == [16, 16, 8]
     assert train_loss == pytest.approx(sum(loss * n for loss, _, n in steps) / 40, rel=1e-12)
     assert train_acc == sum(c for _, c, _ in steps) / 40
+
+
+class RecordingBar:
+    """Stands in for tqdm: records how the trainer drives its progress bar and what it writes beside it."""
+    made, written = [], []
+
+    def __init__(self, **settings):
+        self.settings, self.postfixes, self.n = settings, [], settings.get("initial", 0)
+        RecordingBar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def set_postfix(self, **figures):
+        self.postfixes.append(figures)
+
+    def update(self, n):
+        self.n += n
+
+    @classmethod
+    def write(cls, text):
+        cls.written.append(text)
+
+
+def test_the_progress_bar_counts_the_steps_and_shows_the_running_figures(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordingBar, "made", [])
+    monkeypatch.setattr(RecordingBar, "written", [])
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, progress=True))  # 3 steps of 16 images per epoch
+    trainer.step, trainer.sums["seconds"] = 1, 100.0  # as a run resumed after its first step, 100 s into the epoch
+    start = time.perf_counter()
+    loss, accuracy, rate, seconds = trainer.train_epoch()
+    assert 100 < seconds < 100 + time.perf_counter() - start
+    (bar,) = RecordingBar.made
+    assert bar.settings["total"] == 3 and bar.settings["initial"] == 1 and bar.n == 3
+    assert bar.settings["desc"] == "epoch 1/2" and not bar.settings["disable"]
+    assert len(bar.postfixes) == 2 and bar.postfixes[-1] == {
+        "loss": f"{loss:.3f}", "acc": f"{accuracy:.3f}", "rate": f"{rate:.3f}", "img_s": f"{32 / seconds:.0f}"}
+    history = trainer.fit()  # the second epoch, with its line of figures
+    row = history[0]
+    assert RecordingBar.made[-1].settings["desc"] == "epoch 2/2"
+    assert RecordingBar.written == [
+        f"epoch 2: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} "
+        f"acc {row['test_acc']:.4f} | rate {row['firing_rate']:.3f} | {row['seconds']:.1f}s"]
+    trainer.config["progress"] = False
+    trainer.train_epoch()
+    assert RecordingBar.made[-1].settings["disable"]
+
+
+def test_the_curves_show_loss_and_accuracy_per_epoch_for_train_and_test(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    drawn, real_savefig = [], Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        drawn.append(figure)
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    history = [{"epoch": e, "train_loss": 2 / e, "test_loss": 2.5 / e, "train_acc": 0.2 * e, "test_acc": 0.1 * e}
+               for e in (1, 2, 3)]
+    with matplotlib.rc_context({"savefig.format": "svg"}):  # a user's own default format does not matter
+        train_module.plot_history(history, tmp_path / "curves.png")
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (900, 350)  # 9 x 3.5 in, 100 dpi
+    (figure,) = drawn
+    loss_axes, accuracy_axes = figure.axes
+    for axes, key, title, ylabel in ((loss_axes, "loss", "loss", "cross-entropy"),
+                                     (accuracy_axes, "acc", "accuracy", "accuracy")):
+        assert (axes.get_title(), axes.get_xlabel(), axes.get_ylabel()) == (title, "epoch", ylabel)
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        assert sorted(lines) == ["test", "train"]
+        for split, line in lines.items():
+            assert list(line.get_xdata()) == [1, 2, 3] and line.get_marker() == "o"
+            assert list(line.get_ydata()) == [row[f"{split}_{key}"] for row in history]
+        assert all(tick == int(tick) for tick in axes.get_xticks())  # whole epochs only
+    assert [text.get_text() for text in accuracy_axes.get_legend().get_texts()] == ["train", "test"]
+    train_module.plot_history([], tmp_path / "empty.png")  # nothing to draw: no file
+    assert not (tmp_path / "empty.png").exists()
 
 
 def test_fit_writes_checkpoint_metrics_and_plot_with_the_usual_permissions(cifar_sample, tmp_path):

@@ -1,0 +1,405 @@
+"""Mutation testing: plant one small bug at a time into minisnn and see whether the module's tests notice.
+
+    python benchmarks/mutate.py core optim                  # every mutant of these module groups
+    python benchmarks/mutate.py --sample 200 --seed 0 data  # a seeded random sample of each group
+    python benchmarks/mutate.py --list checkpoint           # the mutants, without running them
+    python benchmarks/mutate.py --only "optim.py:SGD.update" optim   # mutants whose id contains the text
+
+Groups (``GROUPS``): core, functions, optim, checkpoint, train, data. A mutant is one small change of a
+module's syntax tree, the slips a developer makes:
+
+    operator    a + b -> a - b, - -> +, * <-> /, // -> /, % -> //, ** -> *, & <-> |, and the same in +=, -= ...
+    compare     < <-> <=, > <-> >=, == <-> !=, is <-> is not, in <-> not in
+    logic       and <-> or, not x -> x, -x -> x, if c -> if not (c) (also in x if c else y, while c)
+    constant    n -> n + 1 (1 -> 0), x -> x + 1.0, True <-> False
+    statement   an assignment, call, return, raise, del or assert replaced by pass
+    argument    the first two positional arguments of a call swapped; one keyword argument dropped
+    function    min <-> max, any <-> all, minimum <-> maximum, argmin <-> argmax
+
+Docstrings, f-strings and other string constants (the text of messages) are not mutated.
+
+Each mutant is written into a scratch copy of the repository (the working tree is never touched); the
+module's tests (``TESTS``) then run on it with ``pytest -x`` and a timeout, in a process forked from one
+that has already imported pytest, Hypothesis and NumPy (no minisnn: the child imports the mutated code),
+with Hypothesis derandomised (the "ci" profile of tests/conftest.py) so that a run is repeatable. A mutant
+is killed when a test fails or errors, or the run times out; it survives when the tests pass. The
+unmutated code must pass the same tests first (the baseline, which also sets each module's timeout).
+
+Survivors that no test can tell from the original (equivalent mutants) or that are not worth a test are
+listed in ``EXPLAINED`` with the reason. The kill rate per group is killed / (mutants run - equivalent);
+a mutant "not worth a test" still counts as a survivor. Run it niced on a shared machine:
+
+    nice -n 19 python benchmarks/mutate.py --json /tmp/mutants.json core functions optim checkpoint train data
+"""
+import argparse
+import ast
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# module file -> the fast test files that exercise it (the most specific first: -x stops at the first failure)
+TESTS = {
+    "minisnn/core.py": ["tests/test_core.py", "tests/test_basic_ops.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/basic.py": ["tests/test_basic_ops.py", "tests/test_core.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/conv.py": ["tests/test_conv.py", "tests/test_linear_pool.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/linear.py": ["tests/test_linear_pool.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/loss.py": ["tests/test_loss.py"],
+    "minisnn/functions/neuron.py": ["tests/test_neuron.py"],
+    "minisnn/functions/norm.py": ["tests/test_norm.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/surrogate.py": ["tests/test_surrogate.py", "tests/test_neuron.py"],
+    "minisnn/optim.py": ["tests/test_optim.py", "tests/test_train.py"],
+    "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
+    "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
+    "minisnn/data/cifar10.py": ["tests/test_data.py"],
+    "minisnn/data/cifar10_dvs.py": ["tests/test_cifar10_dvs.py"],
+    "minisnn/data/digits.py": ["tests/test_data.py"],
+    "minisnn/data/errors.py": ["tests/test_data.py"],
+    "minisnn/data/loader.py": ["tests/test_data.py"],
+    "minisnn/data/transforms.py": ["tests/test_data.py"],
+}
+
+GROUPS = {
+    "core": ["minisnn/core.py"],
+    "functions": sorted(f for f in TESTS if f.startswith("minisnn/functions/")),
+    "optim": ["minisnn/optim.py"],
+    "checkpoint": ["minisnn/checkpoint.py"],
+    "train": ["minisnn/train.py"],
+    "data": sorted(f for f in TESTS if f.startswith("minisnn/data/")),
+}
+
+BINARY_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+                ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,
+                ast.LShift: ast.RShift, ast.RShift: ast.LShift}
+COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+                 ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In}
+FUNCTION_SWAPS = {"min": "max", "max": "min", "any": "all", "all": "any", "minimum": "maximum",
+                  "maximum": "minimum", "argmin": "argmax", "argmax": "argmin"}
+DROPPABLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Delete, ast.Assert)
+
+
+# ----------------------------------------------------------------------------------- making mutants
+class Mutant:
+    """One change of one module's tree: ``apply()`` makes it, ``undo()`` reverts it. ``shown`` is the node
+    whose source, after ``apply()``, shows the change."""
+
+    def __init__(self, path, where, kind, node, shown, change, text=None):
+        self.path, self.where, self.kind, self.line = path, where, kind, node.lineno
+        self.before, self.shown, self.text = short(node), shown, text
+        self.apply, self.undo = change
+        self.id, self.chosen = None, True
+
+
+def short(node, width=70):
+    text = " ".join(ast.unparse(node).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def set_attribute(obj, attr, new):
+    old = getattr(obj, attr)
+    return (lambda: setattr(obj, attr, new)), (lambda: setattr(obj, attr, old))
+
+
+def set_item(items, i, new):
+    old = items[i]
+
+    def apply():
+        items[i] = new
+
+    def undo():
+        items[i] = old
+    return apply, undo
+
+
+def swap_first_two(items):
+    def swap():
+        items[0], items[1] = items[1], items[0]
+    return swap, swap
+
+
+def drop_item(items, i):
+    dropped = items[i]
+    return (lambda: items.pop(i)), (lambda: items.insert(i, dropped))
+
+
+def is_text(node):
+    return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+
+def is_negation_of_a_mutant(test):
+    """Whether ``not (test)`` is already another mutant: not x -> x, a == b -> a != b, is, in."""
+    return (isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)) or (
+        isinstance(test, ast.Compare) and len(test.ops) == 1
+        and isinstance(test.ops[0], (ast.Eq, ast.NotEq, ast.Is, ast.IsNot, ast.In, ast.NotIn)))
+
+
+def mutants_of(path, tree):
+    """Every mutant of the module ``tree`` (parsed from ``path``), in a fixed order; ``where`` is the
+    qualified name of the function or class a mutant sits in."""
+    found = []
+
+    def add(where, kind, node, shown, change, text=None):
+        found.append(Mutant(path, where, kind, node, shown, change, text))
+
+    def visit(node, where):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            where = f"{where}.{node.name}" if where else node.name
+        for field, value in ast.iter_fields(node):  # statements dropped, and operands taken for -x and not x
+            items = value if isinstance(value, list) else [value]
+            for i, child in enumerate(items):
+                if isinstance(child, DROPPABLE) and not (isinstance(child, ast.Expr) and is_text(child.value)) \
+                        and not (isinstance(child, ast.Return) and child.value is None):
+                    blank = ast.copy_location(ast.Pass(), child)
+                    add(where, "statement", child, blank, set_item(items, i, blank) if isinstance(value, list)
+                        else set_attribute(node, field, blank))
+                elif isinstance(child, ast.UnaryOp) and isinstance(child.op, (ast.Not, ast.USub)):
+                    add(where, "logic", child, child.operand, set_item(items, i, child.operand)
+                        if isinstance(value, list) else set_attribute(node, field, child.operand))
+        if isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in BINARY_SWAPS \
+                and not (isinstance(node, ast.BinOp) and is_text(node.left)):  # "..." % args is text
+            add(where, "operator", node, node, set_attribute(node, "op", BINARY_SWAPS[type(node.op)]()))
+        elif isinstance(node, ast.Compare):
+            for k, op in enumerate(node.ops):
+                if type(op) in COMPARE_SWAPS:
+                    add(where, "compare", node, node, set_item(node.ops, k, COMPARE_SWAPS[type(op)]()))
+        elif isinstance(node, ast.BoolOp):
+            add(where, "logic", node, node, set_attribute(node, "op", ast.Or() if isinstance(node.op, ast.And)
+                                                          else ast.And()))
+        elif isinstance(node, ast.Constant) and type(node.value) in (bool, int, float):
+            value = node.value
+            new = (not value) if isinstance(value, bool) else (0 if value == 1 else value + 1)
+            add(where, "constant", node, node, set_attribute(node, "value", new))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name in FUNCTION_SWAPS:
+                add(where, "function", node, node, set_attribute(func, "id" if isinstance(func, ast.Name) else "attr",
+                                                                 FUNCTION_SWAPS[name]))
+            args = node.args
+            if len(args) >= 2 and not any(isinstance(a, ast.Starred) for a in args[:2]) \
+                    and ast.dump(args[0]) != ast.dump(args[1]):
+                add(where, "argument", node, node, swap_first_two(args),
+                    f"{short(func, 40)}({short(args[0], 30)}, {short(args[1], 30)}{', ...' if len(args) > 2 else ''})"
+                    " -> the two swapped")
+            for k, keyword in enumerate(node.keywords):
+                if keyword.arg is not None:
+                    add(where, "argument", node, node, drop_item(node.keywords, k),
+                        f"{short(func, 40)}(..., {keyword.arg}={short(keyword.value, 30)}) -> without {keyword.arg}")
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While)) and not is_negation_of_a_mutant(node.test):
+            negated = ast.copy_location(ast.UnaryOp(ast.Not(), node.test), node.test)
+            add(where, "logic", node.test, negated, set_attribute(node, "test", negated))
+        for child in ast.iter_child_nodes(node):
+            if not is_text(child) and not (isinstance(child, ast.Expr) and is_text(child.value)):
+                visit(child, where)  # docstrings, f-strings and string constants stay as they are
+
+    visit(tree, "")
+    return found
+
+
+def load_mutants(files):
+    """{file: (tree, [Mutant])}, each mutant with a unique, readable ``id``: file, function, kind, change."""
+    out = {}
+    for path in files:
+        tree = ast.parse((REPO / path).read_text(), filename=path)
+        found = mutants_of(path, tree)
+        seen = {}
+        for m in found:
+            m.apply()
+            after = short(m.shown)
+            m.undo()
+            change = m.text or f"{m.before} -> {after}"
+            key = f"{Path(path).name}:{m.where or '<module>'}: {m.kind}: {change}"
+            seen[key] = seen.get(key, 0) + 1
+            m.id = key if seen[key] == 1 else f"{key} #{seen[key]}"
+        out[path] = (tree, found)
+    return out
+
+
+# ------------------------------------------------------------------------------------ running them
+def scratch_copy(root):
+    """A copy of the repository (no .git, .venv, runs) under ``root``, with ``shared`` beside it."""
+    repo = root / "repo"
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "runs", "output", "*.egg-info", ".hypothesis",
+                                    ".pytest_cache")
+    shutil.copytree(REPO, repo, ignore=ignore, symlinks=True)
+    shared = REPO.parent / "shared"
+    if shared.exists():
+        os.symlink(shared.resolve(), root / "shared")
+    return repo
+
+
+def run_tests(repo, tests, timeout, log):
+    """Run ``pytest -x`` on ``tests`` in the scratch repository in a forked child. Returns (status, seconds):
+    status "passed", "failed" (a test failed or errored, or collection broke), "timeout" or "crashed"."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: its own process group, so that a timeout takes the processes it started too
+        try:
+            os.setpgid(0, 0)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(repo)
+            sys.path.insert(0, str(repo))
+            import pytest
+            code = pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "--basetemp", str(Path(log).parent / "tmp")])
+            os._exit(int(code))
+        except BaseException:
+            os._exit(99)
+    deadline = start + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.perf_counter() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.perf_counter() - start
+        time.sleep(0.02)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return "passed", seconds
+    if code in (1, 2, 3):  # tests failed / interrupted (collection or import error) / internal error
+        return "failed", seconds
+    if code < 0:
+        return "crashed", seconds
+    raise RuntimeError(f"pytest exited with {code} on {tests}; see {log}")
+
+
+def first_failure(log):
+    """The first failing test named in a pytest log (or the log's last line)."""
+    lines = Path(log).read_text(errors="replace").splitlines()
+    for line in lines:
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" - ")[0]
+    return lines[-1] if lines else ""
+
+
+def run(files, mutants, repo, timeout_factor, verbose):
+    """Run the baseline of every file, then each mutant; return a list of result dicts."""
+    results = []
+    work = repo.parent
+    log = str(work / "log.txt")
+    for path in files:
+        tree, found = mutants[path]
+        chosen = [m for m in found if m.chosen]
+        if not chosen:
+            continue
+        target = repo / path
+        target.write_text(ast.unparse(tree))  # the rendered original: the same program, formatted like the mutants
+        status, base = run_tests(repo, TESTS[path], 1800, log)
+        if status != "passed":
+            raise SystemExit(f"baseline of {path} does not pass its tests ({status}); see {log}:\n"
+                             f"{first_failure(log)}")
+        timeout = timeout_factor * base + 10
+        print(f"{path}: baseline {base:.1f} s, {len(chosen)} mutants, timeout {timeout:.0f} s", file=sys.stderr)
+        for k, m in enumerate(chosen, 1):
+            m.apply()
+            try:
+                target.write_text(ast.unparse(tree))
+            finally:
+                m.undo()
+            status, seconds = run_tests(repo, TESTS[path], timeout, log)
+            killed_by = first_failure(log) if status == "failed" else status
+            results.append({"id": m.id, "file": path, "line": m.line, "kind": m.kind, "status": status,
+                            "killed_by": killed_by if status != "passed" else None, "seconds": round(seconds, 2)})
+            if verbose or status == "passed":
+                print(f"  [{k}/{len(chosen)}] {'SURVIVED' if status == 'passed' else 'killed  '} "
+                      f"line {m.line}: {m.id}", file=sys.stderr)
+        target.write_text((REPO / path).read_text())
+    return results
+
+
+# ------------------------------------------------------------------------------------------ report
+def summarise(results, groups, sample_sizes, totals):
+    lines = ["| group | mutants | run | killed | survivors: equivalent | not worth a test | unexplained | "
+             "kill rate (non-equivalent) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    survivors = []
+    for group in groups:
+        mine = [r for r in results if r["file"] in GROUPS[group]]
+        killed = sum(r["status"] != "passed" for r in mine)
+        lived = [r for r in mine if r["status"] == "passed"]
+        equivalent = [r for r in lived if EXPLAINED.get(r["id"], ("",))[0] == "equivalent"]
+        unworthy = [r for r in lived if EXPLAINED.get(r["id"], ("",))[0] == "not worth a test"]
+        unexplained = [r for r in lived if r["id"] not in EXPLAINED]
+        counted = len(mine) - len(equivalent)
+        rate = f"{100 * killed / counted:.1f} %" if counted else "-"
+        lines.append(f"| {group} | {totals[group]} | {len(mine)} | {killed} | {len(equivalent)} | {len(unworthy)} | "
+                     f"{len(unexplained)} | {rate} |")
+        survivors += lived
+    return "\n".join(lines), survivors
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Plant mutants into minisnn modules and run their tests.")
+    parser.add_argument("groups", nargs="*", default=list(GROUPS), help=f"module groups ({', '.join(GROUPS)})")
+    parser.add_argument("--sample", type=int, default=0, help="run a seeded random sample of N mutants per group "
+                                                               "(0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default=None, help="run only the mutants whose id contains this text")
+    parser.add_argument("--timeout-factor", type=float, default=4.0,
+                        help="a mutant's timeout: this times the baseline seconds, plus 10 s")
+    parser.add_argument("--list", action="store_true", help="print the mutants (id and line) and stop")
+    parser.add_argument("--json", default=None, help="write every result to this JSON file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant, not only survivors")
+    args = parser.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
+    files = [f for g in args.groups for f in GROUPS[g]]
+    mutants = load_mutants(files)
+    totals, sample_sizes = {}, {}
+    for group in args.groups:
+        pool = [m for f in GROUPS[group] for m in mutants[f][1]]
+        totals[group] = len(pool)
+        if args.only:
+            pool = [m for m in pool if args.only in m.id]
+        chosen = random.Random(f"{args.seed}:{group}").sample(pool, args.sample) \
+            if 0 < args.sample < len(pool) else pool
+        chosen_ids = {id(m) for m in chosen}
+        for m in (m for f in GROUPS[group] for m in mutants[f][1]):
+            m.chosen = id(m) in chosen_ids
+        sample_sizes[group] = len(chosen)
+    if args.list:
+        for path in files:
+            for m in mutants[path][1]:
+                if m.chosen:
+                    print(f"{path}:{m.line}  {m.id}")
+        print({g: f"{sample_sizes[g]} of {totals[g]}" for g in args.groups}, file=sys.stderr)
+        return 0
+    os.environ.update(CI="1", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+    sys.dont_write_bytecode = True
+    import numpy  # noqa: F401  imported once here, so that every forked child starts with it
+    import pytest  # noqa: F401
+    import hypothesis  # noqa: F401
+    import hypothesis.extra.numpy  # noqa: F401
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="minisnn-mutate-") as root:
+        repo = scratch_copy(Path(root))
+        os.environ["PYTHONPATH"] = str(repo)  # subprocesses the tests start import the mutated copy too
+        results = run(files, mutants, repo, args.timeout_factor, args.verbose)
+    table, survivors = summarise(results, args.groups, sample_sizes, totals)
+    print(f"\n{table}\n\n{len(results)} mutants in {time.perf_counter() - start:.0f} s "
+          f"(sample: {args.sample or 'all'}, seed {args.seed})")
+    for r in survivors:
+        verdict, reason = EXPLAINED.get(r["id"], ("UNEXPLAINED", ""))
+        print(f"- {r['file']}:{r['line']} {r['id']}\n    {verdict}{': ' + reason if reason else ''}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "totals": totals, "results": results}, indent=1))
+    return 0
+
+
+# Survivors, by mutant id: ("equivalent" | "not worth a test", why). Reviewed by hand; see benchmarks/RESULTS.md.
+EXPLAINED = {
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
