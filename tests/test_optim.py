@@ -26,6 +26,30 @@ def test_sgd_momentum_and_weight_decay_match_the_update_rule():
     assert p.data[0] == pytest.approx(0.75 - 0.4625)
 
 
+def test_adam_follows_its_update_rule_over_several_steps_with_weight_decay():
+    """The docstring's equations, written out again; one coordinate's gradients are so small that eps matters."""
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    p = Parameter(np.array([1.0, -3.0, 2.0]))
+    opt = Adam([p], lr=lr, weight_decay=wd)
+    w, m, v = p.data.copy(), np.zeros(3), np.zeros(3)
+    grads = np.random.default_rng(0).standard_normal((6, 3)) * np.array([1.0, 30.0, 1e-9])
+    for t, grad in enumerate(grads, start=1):
+        p.grad = grad.copy()
+        opt.step()
+        g = grad + wd * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        np.testing.assert_allclose(p.data, w, rtol=1e-13, atol=0)
+
+
+def test_the_documented_defaults():
+    p = Parameter(np.ones(1))
+    sgd, adam = SGD([p]), Adam([p])
+    assert (sgd.lr, sgd.momentum, sgd.weight_decay) == (0.1, 0.9, 0.0)
+    assert (adam.lr, adam.beta1, adam.beta2, adam.eps, adam.weight_decay) == (1e-3, 0.9, 0.999, 1e-8, 0.0)
+
+
 def test_adam_first_step_moves_each_coordinate_by_lr():
     p = Parameter(np.array([1.0, -3.0, 2.0]))
     opt = Adam([p], lr=0.01)
@@ -112,6 +136,10 @@ def test_loading_a_state_restores_the_learning_rate_and_clears_the_slots_it_lack
     before = opt.state_dict()  # no velocity yet
     for _ in range(3):
         quadratic_step(opt, p, np.zeros(2))
+    single = Parameter(np.ones(2, np.float32))
+    wide = SGD([single], lr=0.1)
+    wide.load_state_dict({"lr": 0.1, "steps": 1, "velocity.0": np.array([0.5, 1.5])})  # float64 state
+    assert wide.velocity[0].dtype == np.float32  # takes the parameter's dtype
     with pytest.raises(ValueError, match=r"optimizer state velocity\.0: shape \(3,\) != \(2,\)"):
         opt.load_state_dict(dict(before, **{"velocity.0": np.zeros(3)}))
     opt.load_state_dict(dict(before, lr=0.05))
@@ -166,6 +194,23 @@ def test_cosine_schedule_with_warmup():
     other = CosineSchedule(SGD([Parameter(np.zeros(1))], lr=1.0), total_steps=12, warmup_steps=2)
     other.load_state_dict(sched.state_dict())
     assert other.optimizer.lr == opt.lr
+
+
+def test_cosine_schedule_defaults_refusals_and_state():
+    opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+    sched = CosineSchedule(opt, total_steps=4)  # no warm-up, decays to 0
+    lrs = [opt.lr]
+    for _ in range(4):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)),
+                                 0.0], abs=1e-15)
+    for warmup in (4, 5):
+        with pytest.raises(ValueError, match=f"total_steps \\(4\\) must exceed warmup_steps \\({warmup}\\)"):
+            CosineSchedule(opt, total_steps=4, warmup_steps=warmup)
+    other = CosineSchedule(SGD([Parameter(np.zeros(1))], lr=0.5), total_steps=4)
+    other.load_state_dict(sched.state_dict() | {"position": 1})
+    assert other.base_lr == 1.0 and other.optimizer.lr == pytest.approx(lrs[1])  # the saved curve, not its own
 
 
 def test_cosine_schedule_stays_at_min_lr_past_its_end():
