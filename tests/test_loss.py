@@ -38,6 +38,8 @@ def test_bad_labels_are_reported():
     z = Tensor(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="labels must lie"):
         softmax_cross_entropy(z, np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got range \[-1, 0\]"):
+        softmax_cross_entropy(z, np.array([-1, 0]))  # a negative label would silently pick the last class
     with pytest.raises(ValueError, match="labels"):
         softmax_cross_entropy(z, np.array([0]))
     with pytest.raises(ValueError, match=r"expects logits \[N, K\], got shape \(2, 2, 3\)"):
