@@ -49,15 +49,18 @@ def test_the_temp_file_is_beside_the_target_and_synced_before_the_rename(tmp_pat
                         lambda fd: (events.append(("fsync", fd, os.fstat(fd).st_size)), real_fsync(fd)))
     monkeypatch.setattr(checkpoint.os, "replace",
                         lambda src, dst: (events.append(("replace", str(src), str(dst))), real_replace(src, dst)))
-    target = tmp_path / "run" / "last.npz"
-    save_good(target)
-    (_, fd, temp), = [e for e in events if e[0] == "create"]
-    (_, src, dst), = [e for e in events if e[0] == "replace"]
-    assert (src, dst) == (temp, str(target)) and os.path.dirname(temp) == str(target.parent)
-    rename_at = events.index(("replace", src, dst))
-    # the data, flushed from Python's buffer, reach the disk before the name points at them
-    assert ("fsync", fd, target.stat().st_size) in events[:rename_at]
-    assert any(e[0] == "fsync" for e in events[rename_at:])  # and the folder after the rename
+    for target, write in ((tmp_path / "run" / "last.npz", save_good),
+                          (tmp_path / "run" / "metrics.jsonl",  # a plain write stays in Python's buffer unless flushed
+                           lambda path: checkpoint.atomic_write(path, lambda f: f.write(b'{"epoch": 1}\n')))):
+        events.clear()
+        write(target)
+        (_, fd, temp), = [e for e in events if e[0] == "create"]
+        (_, src, dst), = [e for e in events if e[0] == "replace"]
+        assert (src, dst) == (temp, str(target)) and os.path.dirname(temp) == str(target.parent)
+        rename_at = events.index(("replace", src, dst))
+        # all the data, flushed from Python's buffer, reach the disk before the name points at them
+        assert ("fsync", fd, target.stat().st_size) in events[:rename_at]
+        assert any(e[0] == "fsync" for e in events[rename_at:])  # and the folder after the rename
 
 
 def test_a_save_leaves_the_umask_and_the_open_files_as_they_were(tmp_path):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from minisnn import train as train_module
-from minisnn.checkpoint import load_checkpoint
+from minisnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minisnn.data import crop_and_flip
 from minisnn.evaluate import evaluate
 from minisnn.experiment import make_config
 from minisnn.train import Trainer, TrainingDiverged
@@ -103,10 +104,75 @@ def test_an_epochs_reported_loss_and_accuracy_are_the_means_over_its_images(cifa
 
     monkeypatch.setattr(train_module, "softmax_cross_entropy", recording_loss)
     trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=40))  # batches of 16, 16 and 8 images
-    train_loss, train_acc, _, _ = trainer.train_epoch()
+    rates, real_read = [], trainer.read_step
+
+    def recording_read(*args):
+        figures = real_read(*args)
+        rates.append(figures[2])
+        return figures
+
+    trainer.read_step = recording_read
+    start = time.perf_counter()
+    train_loss, train_acc, rate, seconds = trainer.train_epoch()
+    assert 0 < seconds < time.perf_counter() - start
     assert [n for _, _, n in steps] == [16, 16, 8]
     assert train_loss == pytest.approx(sum(loss * n for loss, _, n in steps) / 40, rel=1e-12)
     assert train_acc == sum(c for _, c, _ in steps) / 40
+    assert 0 < rate < 1 and rate == pytest.approx(sum(r * n for r, (_, _, n) in zip(rates, steps)) / 40, rel=1e-12)
+
+
+def test_the_trainer_builds_what_its_config_says(cifar_sample, tmp_path):
+    sgd = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="sgd", lr=0.05, momentum=0.8, weight_decay=3e-4,
+                              augment=False, seed=11, eval_batch_size=8, warmup_epochs=1, min_lr=0.001))
+    assert type(sgd.optimizer) is train_module.SGD
+    assert (sgd.optimizer.momentum, sgd.optimizer.weight_decay) == (0.8, 3e-4)
+    assert (sgd.schedule.base_lr, sgd.schedule.total_steps, sgd.schedule.warmup_steps, sgd.schedule.min_lr) == (
+        0.05, 6, 3, 0.001)
+    assert sgd.data.augment is None and sgd.train_loader.augment is None
+    assert (sgd.train_loader.seed, sgd.train_loader.batch_size, sgd.test_loader.batch_size) == (11, 16, 8)
+    adam = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="adam", lr=0.002, weight_decay=1e-4))
+    assert type(adam.optimizer) is train_module.Adam and (adam.optimizer.lr, adam.optimizer.weight_decay) == (
+        0.002, 1e-4)
+    assert adam.data.augment is crop_and_flip and adam.train_loader.augment is crop_and_flip
+
+
+def test_resuming_refuses_a_checkpoint_of_another_experiment_or_model(cifar_sample, tmp_path):
+    config = tiny_config(cifar_sample, tmp_path)
+    Trainer(config).save()
+    with pytest.raises(CheckpointError, match=r"was saved by a run with other settings \(lr\)"):
+        Trainer(dict(config, lr=0.01), resume=True)
+    state = load_checkpoint(tmp_path / "last.npz")
+    state["model"]["stem.0.conv.weight"] = state["model"]["stem.0.conv.weight"][:2]
+    save_checkpoint(tmp_path / "last.npz", state["meta"], model=state["model"], optim=state["optim"],
+                    sched=state["sched"])
+    with pytest.raises(CheckpointError, match="does not fit the model its config describes"):
+        Trainer(config, resume=True)
+
+
+def test_a_resumed_trainer_knows_which_checkpoint_is_the_last_good_one(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    assert "no checkpoint of this run has been written yet" in trainer.last_good_words()
+    trainer.step = 2
+    trainer.save(interrupted=True)
+    resumed = Trainer(trainer.config, resume=True)
+    assert resumed.last_good_words().endswith("(epoch 1, step 2 of 3 (saved at Ctrl-C)), left as it was")
+    resumed.epoch, resumed.step = 1, 0
+    resumed.save()
+    again = Trainer(trainer.config, resume=True)
+    assert again.last_good_words().endswith("(end of epoch 1), left as it was")
+
+
+def test_ctrl_c_before_the_first_step_saves_the_start(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+
+    def interrupted(mode=True):
+        raise KeyboardInterrupt
+
+    trainer.model.train = interrupted  # the second Ctrl-C arrives as the epoch begins
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert meta["interrupted"] and (meta["epoch"], meta["step"]) == (0, 0)
 
 
 class RecordingBar:
