@@ -8,6 +8,7 @@ import signal
 import stat
 import struct
 import time
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -162,17 +163,47 @@ def test_a_resumed_trainer_knows_which_checkpoint_is_the_last_good_one(cifar_sam
     assert again.last_good_words().endswith("(end of epoch 1), left as it was")
 
 
-def test_ctrl_c_before_the_first_step_saves_the_start(cifar_sample, tmp_path):
+def test_a_second_ctrl_c_inside_a_step_keeps_the_last_checkpoint_as_it_was(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordingBar, "written", [])
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
     trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    trainer.model.eval()  # whatever mode the model is in, an epoch trains in training mode
+    real_step, calls = trainer.optimizer.step, []
+
+    def step():
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, step 2: Ctrl-C twice before the update is done
+            trainer.request_stop()
+            trainer.request_stop()
+        real_step()
+
+    trainer.optimizer.step = step
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.model.training
+    assert RecordingBar.written == [
+        "Ctrl-C: stopping after this step (press again to stop at once, without saving)",
+        f"stopped mid-step; the last good checkpoint is {tmp_path / 'last.npz'} (end of epoch 1), left as it was"]
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert (meta["epoch"], meta["step"], meta["interrupted"]) == (1, 0, False)
+    assert signal.getsignal(signal.SIGINT) is handler  # fit put the Ctrl-C handler back
+
+
+def test_ctrl_c_between_steps_saves_the_position_and_draws_the_curves(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, epochs=3))
+    trainer.epoch, trainer.history = 1, [{"epoch": 1, "train_loss": 2.3, "test_loss": 2.2, "train_acc": 0.1,
+                                          "test_acc": 0.2}]  # as if resumed after its first epoch
 
     def interrupted(mode=True):
         raise KeyboardInterrupt
 
-    trainer.model.train = interrupted  # the second Ctrl-C arrives as the epoch begins
+    trainer.model.train = interrupted  # the second Ctrl-C arrives as the epoch begins, before its first step
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
-    assert meta["interrupted"] and (meta["epoch"], meta["step"]) == (0, 0)
+    assert meta["interrupted"] and (meta["epoch"], meta["step"]) == (1, 0)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 class RecordingBar:
@@ -236,7 +267,7 @@ def test_the_curves_show_loss_and_accuracy_per_epoch_for_train_and_test(tmp_path
     monkeypatch.setattr(Figure, "savefig", savefig)
     history = [{"epoch": e, "train_loss": 2 / e, "test_loss": 2.5 / e, "train_acc": 0.2 * e, "test_acc": 0.1 * e}
                for e in (1, 2, 3)]
-    with matplotlib.rc_context({"savefig.format": "svg"}):  # a user's own default format does not matter
+    with matplotlib.rc_context({"savefig.format": "svg", "savefig.dpi": 50}):  # a user's own defaults do not matter
         train_module.plot_history(history, tmp_path / "curves.png")
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (900, 350)  # 9 x 3.5 in, 100 dpi
@@ -252,6 +283,10 @@ def test_the_curves_show_loss_and_accuracy_per_epoch_for_train_and_test(tmp_path
             assert list(line.get_ydata()) == [row[f"{split}_{key}"] for row in history]
         assert all(tick == int(tick) for tick in axes.get_xticks())  # whole epochs only
     assert [text.get_text() for text in accuracy_axes.get_legend().get_texts()] == ["train", "test"]
+    assert loss_axes.get_position().x1 < accuracy_axes.get_position().x0  # side by side
+    for axes in figure.axes:  # both panels inside the picture
+        box = axes.get_position()
+        assert 0 < box.x0 < box.x1 < 1 and 0 < box.y0 < box.y1 < 1
     train_module.plot_history([], tmp_path / "empty.png")  # nothing to draw: no file
     assert not (tmp_path / "empty.png").exists()
 
@@ -262,6 +297,8 @@ def test_fit_writes_checkpoint_metrics_and_plot_with_the_usual_permissions(cifar
     assert all(np.isfinite(row["train_loss"]) and 0 <= row["test_acc"] <= 1 for row in history)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == history
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (tmp_path / "config.json").read_text() == json.dumps(config, indent=2)  # readable, one key a line
     assert (tmp_path / "curves.png").stat().st_size > 1000
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
     assert meta["epoch"] == 2 and meta["config"]["model"] == "resnet_small"
@@ -378,3 +415,41 @@ def test_a_gpu_step_reads_the_device_once(stand_in, cifar_sample, tmp_path):
     assert all(s.startswith("get") for s in stand_in.counters.syncs)
     assert np.dtype(np.float64) not in stand_in.counters.dtypes  # the float32 path stays float32
     assert np.isfinite(loss) and 0 <= accuracy <= 1 and 0 < rate < 1
+
+
+# ------------------------------------------------------------------------------- the run folder
+def test_the_run_folder_is_checked_before_any_work(tmp_path, monkeypatch):
+    from minisnn.experiment import ConfigError
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="--lr must be"):  # a new run by default: its flags are checked first
+        train_module.train(out=str(fresh), lr=-1)
+    with pytest.raises(ConfigError, match="--resume: no run to continue in"):
+        train_module.train(resume=True, out=str(fresh))
+    assert not fresh.exists()
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"already holds a run \(metrics\.jsonl\)"):
+        train_module.train(out=str(held))  # no overwrite unless asked
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ConfigError, match="a_file cannot be written"):
+        train_module.run_folder(tmp_path / "a_file" / "run", False, False)  # a file where a folder should be
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(train_module.os, "access", lambda path, mode: Path(path) != locked)  # (root writes anywhere)
+    with pytest.raises(ConfigError, match="locked cannot be written"):
+        train_module.run_folder(locked / "run", False, False)
+    assert not (locked / "run").exists()
+
+
+def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt"):
+        (run / name).write_text("old")
+    train_module.run_folder(run, False, True)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
+    (run / "last.npz").write_text("a checkpoint")
+    train_module.run_folder(run, True, False)  # resume: the checkpoint stays, the stale temp goes
+    assert sorted(p.name for p in run.iterdir()) == ["last.npz", "notes.txt"]
