@@ -112,10 +112,9 @@ def main(argv=None):
     if not gpu:
         ax.text(0.5, 0.5, "no GPU / CuPy found:\nCPU only", transform=ax.transAxes, ha="center", color="C3")
     save_figure(fig, "21_devices.png")
-    result = finish({"gpu": gpu, "no_gpu_reason": no_gpu_reason, "cpu_minus_gpu": gaps,
-                     "standardise_mean": float(standardise(x).mean())})
-    print("\nThat is the whole course: back to the index in README.md.")
-    return result
+    return finish({"gpu": gpu, "no_gpu_reason": no_gpu_reason, "cpu_minus_gpu": gaps,
+                   "standardise_mean": float(standardise(x).mean())},
+                  next_lesson="lesson 22 -- data parallelism: K ranks, one batch, and what it does to tdBN")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ module decides the device:
   else ``"cpu"``. Accepted names: ``cpu``, ``cuda``, ``cuda:N``, ``gpu``.
 * ``xp_for(device)`` returns ``numpy`` or ``cupy`` for that device (and selects GPU N).
 * ``as_numpy(x)`` / ``as_cupy(x)`` / ``to_device(x, device)`` move arrays.
+* ``nccl()`` returns CuPy's NCCL bindings, which data-parallel training (``minisnn/dist``) sums GPU
+  arrays with.
 
 Asking for CUDA where CuPy or a GPU is missing raises ``DeviceError`` with the real reason and how to
 fix it -- never a silent fall-back to the CPU. The first time a GPU is chosen, a tiny elementwise kernel
@@ -50,6 +52,18 @@ def cupy():
     if count == 0:
         raise DeviceError("CuPy is installed but this machine has no CUDA device; use --device cpu.")
     return cp
+
+
+def nccl():
+    """CuPy's NCCL bindings (``cupy.cuda.nccl``) for summing arrays across GPUs, or DeviceError saying why not."""
+    cupy()
+    try:
+        from cupy.cuda import nccl as module
+    except Exception as err:
+        raise DeviceError(f"CuPy's NCCL bindings could not be imported: {type(err).__name__}: {err}\n"
+                          "Data-parallel training on GPUs needs a CuPy build with NCCL (the cupy-cuda12x wheel "
+                          "loads it from the nvidia-nccl-cu12 package: pip install nvidia-nccl-cu12).") from err
+    return module
 
 
 def get_device(name=None):

@@ -8,6 +8,7 @@
     minisnn export runs/r19/last.npz net.nir               # tdBN folded, NIR file
     minisnn bench -T 2 --batch 8                           # step time and memory of a training step
     minisnn doctor                                         # versions, threads, the GPU and a kernel on it
+    mpiexec -n 2 minisnn train --dataset digits --sync-norm ...   # 2 data-parallel ranks (the dist extra)
 
 Choices, defaults and ranges come from ``minisnn.experiment``; every number is checked where it is parsed.
 Every error a user can cause is one line, ``error: what, where, what to do``, with exit status 2 (3: the
@@ -24,6 +25,7 @@ from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
 from .data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
+from .dist import DistError, abort_other_ranks, world
 from .experiment import (CHECKS, DATASET_OPTIONS, DATASETS, DEFAULTS, DVS_SPLITS, FLAGS, MODEL_OPTIONS, MODELS,
                          OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, number, option_default)
 from .models.plain import NORMS
@@ -106,6 +108,11 @@ def add_train_args(p):
     g.add_argument("--dvs-resize", dest="resize", type=checked("resize"), metavar="{" + ",".join(RESIZE_MODES) + "}",
                    help=option_help("resize", "how the 128x128 sensor becomes --dvs-size pixels: sum-pooling, or "
                                               "bilinear interpolation as several later papers do"))
+    g.add_argument("--image-size", dest="image_size", type=checked("image_size"),
+                   help=option_help("image_size", "side of the square images, in pixels"))
+    g.add_argument("--workers", type=checked("workers"),
+                   help=option_help("workers", "processes decoding images ahead of the step (0: in the training "
+                                               "process)"))
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     g.add_argument("--limit-train", dest="limit_train", type=checked("limit_train"),
                    help="use only the first N training images (default: all)")
@@ -128,6 +135,9 @@ def add_train_args(p):
                    help=f"L2 weight decay, >= 0 {default('weight_decay')}")
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=checked("warmup_epochs"),
                    help=f"linear warm-up before the cosine decay {default('warmup_epochs')}")
+    g.add_argument("--sync-norm", dest="sync_norm", action="store_true",
+                   help="under mpiexec: tdBN statistics over the whole batch of all ranks (default: each rank's "
+                        "own rows)")
     g.add_argument("--seed", type=checked("seed"), help=f"initialisation, batch order and augmentation "
                                                         f"{default('seed')}")
     g = p.add_argument_group("the run")
@@ -152,7 +162,8 @@ def train_command(args):
         if options:
             given[group] = options
     history = train(resume=args.resume, overwrite=args.overwrite, **given)
-    print(json.dumps(history[-1]))
+    if world().rank == 0:                                  # [dist] one summary line for the job
+        print(json.dumps(history[-1]))
     return 0
 
 
@@ -244,8 +255,9 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except (ConfigError, DeviceError, DatasetError, CheckpointError, OSError, ImportError, ValueError,
-            NotImplementedError) as err:
+            NotImplementedError, DistError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
+        abort_other_ranks(EXIT_ERROR)  # [dist] under mpiexec the other ranks would wait for this one
         return EXIT_ERROR
 
 

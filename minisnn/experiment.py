@@ -23,9 +23,11 @@ from .models.plain import NORMS
 OPTIMIZERS = ("sgd", "adam")
 DVS_SPLITS = ("number", "time")
 # The options (keyword arguments of the builder) each model and data set takes from the command line.
-MODEL_OPTIONS = {"resnet19": (), "resnet34": (), "resnet50": (), "resnet_small": ("width", "blocks", "strides"),
+MODEL_OPTIONS = {"resnet19": (), "resnet34": (), "resnet50": (), "resnet34_imagenet": (),
+                 "resnet_small": ("width", "blocks", "strides"),
                  "plain": ("width", "depth", "norm")}
-DATASET_OPTIONS = {"cifar10": (), "digits": (), "cifar10-dvs": ("size", "split_by", "split_rule", "resize")}
+DATASET_OPTIONS = {"cifar10": (), "digits": (), "cifar10-dvs": ("size", "split_by", "split_rule", "resize"),
+                   "imagefolder": ("image_size", "workers")}
 DOWNLOADABLE = ("cifar10",)
 
 DEFAULTS = {
@@ -33,7 +35,7 @@ DEFAULTS = {
     "download": False, "T": 2, "batch_size": 64, "eval_batch_size": 256, "epochs": 1, "optimizer": "sgd",
     "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 0, "min_lr": 0.0, "seed": 0,
     "device": None, "out": "runs/default", "augment": True, "limit_train": None, "limit_test": None,
-    "progress": True,
+    "progress": True, "sync_norm": False,
 }
 # Keys a resumed run may change: where it runs and is written, how it is shown, and how long it trains.
 RESUMABLE = ("out", "device", "progress", "epochs", "data_dir", "download", "eval_batch_size")
@@ -48,6 +50,7 @@ FLAGS = {
     "progress": "--no-progress",
     "width": "--width", "blocks": "--blocks", "strides": "--strides", "depth": "--depth", "norm": "--norm",
     "size": "--dvs-size", "split_by": "--dvs-split", "split_rule": "--dvs-split-rule", "resize": "--dvs-resize",
+    "image_size": "--image-size", "workers": "--workers", "sync_norm": "--sync-norm",
 }
 
 
@@ -145,11 +148,13 @@ CHECKS = {
     "momentum": number(0, 1, high_open=True), "weight_decay": number(0), "warmup_epochs": integer(0),
     "min_lr": number(0), "seed": integer(0), "device": device_name, "out": text, "augment": flag,
     "limit_train": optional(integer(1)), "limit_test": optional(integer(1)), "progress": flag,
+    "sync_norm": flag,
 }
 OPTION_CHECKS = {
     "width": integer(1), "blocks": sequence(integer(1)), "strides": sequence(integer(1)), "depth": integer(1),
     "norm": choice(NORMS), "size": integer(1, 128), "split_by": choice(DVS_SPLITS),
-    "split_rule": choice(SPLIT_RULES), "resize": choice(RESIZE_MODES),
+    "split_rule": choice(SPLIT_RULES), "resize": choice(RESIZE_MODES), "image_size": integer(8, 4096),
+    "workers": integer(0, 64),
 }
 
 

@@ -21,6 +21,10 @@ in any parameter, buffer or optimizer slot before a checkpoint is written, stops
 one, which is left alone. Ctrl-C finishes the step in flight, saves the position reached
 (``interrupted`` in the meta) and raises KeyboardInterrupt; a second Ctrl-C stops at once and keeps the
 last checkpoint as it was.
+
+Under ``mpiexec -n K`` the K processes train one model data-parallel (``minisnn/dist``, the lines marked
+[dist]): each takes its rows of every batch, one allreduce per step sums the gradients, rank 0 alone
+writes files; ``sync_norm`` takes tdBN's statistics over all ranks. K = 1 is the ordinary run.
 """
 import dataclasses
 import json
@@ -37,6 +41,7 @@ from .backend import as_numpy, xp_for
 from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_checkpoint, read_meta,
                          remove_stale_temps, save_checkpoint, scalars)
 from .core import Tensor
+from .dist import DataParallel, world
 from .evaluate import evaluate
 from .experiment import (DEFAULTS, ConfigError, changed_keys, load_data, make_config, model_for, model_input,
                          resumed_config, saved_config, usable_device)
@@ -74,15 +79,18 @@ class Trainer:
     """
 
     def __init__(self, config, resume=False):
+        self.dp = DataParallel.launch(config)                                    # [dist] K ranks or one
+        config = self.dp.local_config(config)                                   # [dist] this rank's GPU
         self.config = config
         self.out = Path(config["out"])
         self.xp = xp_for(config["device"])
         self.data = load_data(config)
         if not config["augment"]:
             self.data = dataclasses.replace(self.data, augment=None)
-        self.train_loader = self.data.loader("train", config["batch_size"], seed=config["seed"])
-        self.test_loader = self.data.loader("test", config["eval_batch_size"])
-        self.model = model_for(config, self.data)
+        self.train_loader = self.dp.shard(self.data.loader("train", config["batch_size"], seed=config["seed"]),
+                                          training=True)                         # [dist] this rank's rows
+        self.test_loader = self.dp.shard(self.data.loader("test", config["eval_batch_size"]))  # [dist]
+        self.model = self.dp.prepare(model_for(config, self.data))              # [dist] sync-norm, checks
         params = self.model.parameters()
         if config["optimizer"] == "sgd":  # version_of: the fused update kernels on the GPU
             self.optimizer = version_of(SGD, params[0].data)(params, lr=config["lr"], momentum=config["momentum"],
@@ -115,8 +123,12 @@ class Trainer:
 
     def save(self, interrupted=False):
         self.check_state()
+        sums = dict(self.dp.sum_over_ranks(self.sums), seconds=self.sums["seconds"])  # [dist] all ranks' rows
+        if not self.dp.is_writer:                                                # [dist] rank 0 writes
+            self.last_good = self.position() + (" (saved at Ctrl-C)" if interrupted else "")
+            return
         path = self.out / CHECKPOINT
-        meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "sums": self.sums,
+        meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "sums": sums,
                 "history": self.history, "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
         try:
             save_checkpoint(path, meta, model=self.model.state_dict(), optim=self.optimizer.state_dict(),
@@ -142,7 +154,8 @@ class Trainer:
             raise CheckpointError(f"{path} does not fit the model its config describes: {err}") from err
         self.schedule.load_state_dict(scalars(state["sched"]))
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
-        self.sums = dict(self.empty_sums(), **meta.get("sums", {}))
+        if self.dp.is_writer:                              # [dist] the saved sums are all ranks': rank 0 keeps them
+            self.sums = dict(self.empty_sums(), **meta.get("sums", {}))
         self.last_good = self.position() + (" (saved at Ctrl-C)" if meta.get("interrupted") else "")
 
     def last_good_words(self):
@@ -152,24 +165,29 @@ class Trainer:
         return f"the last good checkpoint is {self.out / CHECKPOINT} ({self.last_good}), left as it was"
 
     def write_metrics(self):
+        if not self.dp.is_writer:                                                # [dist] rank 0 writes
+            return
         text = "".join(json.dumps(row) + "\n" for row in self.history)
         atomic_write(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
 
     # -- the loop -------------------------------------------------------------------------------
-    def read_step(self, loss, logits, labels, rates, lr):
+    def read_step(self, loss, logits, labels, rates, lr, batch_loss=None):
         """Every read from the device that a training step makes, in one place, as one transfer.
 
         The loss, the number of correct answers, the mean firing rate (``rates``, a ``FiringRates``
         monitor) and the optimizer's flag for a NaN or infinity in the updated parameters
         (``optimizer.nonfinite()``; on the GPU the fused update kernels raise it at no extra launch)
-        come back together. Raises TrainingDiverged if the loss or a parameter is not finite.
-        Returns (loss, correct, rate).
+        come back together. ``batch_loss``: under mpiexec, the whole batch's mean loss over all ranks,
+        used in place of this rank's (so that every rank stops together). Raises TrainingDiverged if the
+        loss or a parameter is not finite. Returns (loss, correct, rate).
         """
         dtype = loss.data.dtype  # float32 figures on the float32 path: no float64 array on the device
         correct = (logits.data.argmax(axis=1) == labels).sum()
         figures = self.xp.stack([loss.data, correct.astype(dtype), rates.mean().astype(dtype),
                                  self.optimizer.nonfinite().astype(dtype)])
         loss_value, correct_count, rate, nonfinite = as_numpy(figures).tolist()
+        if batch_loss is not None:                                               # [dist]
+            loss_value = batch_loss
         if not math.isfinite(loss_value) or nonfinite:
             what = f"the loss became {loss_value}" if not math.isfinite(loss_value) else self.nonfinite_words()
             raise self.diverged(f"at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}): {what}")
@@ -212,10 +230,13 @@ class Trainer:
                 loss = softmax_cross_entropy(logits, y)
                 lr = self.optimizer.lr
                 self.optimizer.zero_grad()
-                loss.backward()
+                # [dist] backward, then one allreduce: the whole batch's gradient and mean loss on every rank,
+                # and whether any rank was asked to stop (a Ctrl-C that comes during the call counts next step)
+                batch_loss, any_stop = self.dp.backward(loss, len(labels), self.stop_requested)
+                self.stop_requested = self.stop_requested or any_stop
                 self.optimizer.step()
                 self.schedule.step()
-                loss_value, correct, rate = self.read_step(loss, logits, y, rates, lr)
+                loss_value, correct, rate = self.read_step(loss, logits, y, rates, lr, batch_loss)
                 n = len(labels)
                 sums["seen"] += n
                 sums["loss_sum"] += loss_value * n
@@ -231,8 +252,9 @@ class Trainer:
                                 rate=f"{sums['rate_sum'] / seen:.3f}",
                                 img_s=f"{seen / max(sums['seconds'], 1e-9):.0f}")
                 bar.update(1)
-        seen = sums["seen"]
-        result = sums["loss_sum"] / seen, sums["correct"] / seen, sums["rate_sum"] / seen, sums["seconds"]
+        totals = self.dp.sum_over_ranks(sums)                                    # [dist] all ranks' rows
+        seen = totals["seen"]
+        result = totals["loss_sum"] / seen, totals["correct"] / seen, totals["rate_sum"] / seen, sums["seconds"]
         self.epoch, self.step, self.sums = self.epoch + 1, 0, self.empty_sums()
         return result
 
@@ -255,11 +277,14 @@ class Trainer:
 
     def _fit(self):
         cfg = self.config
-        atomic_write(self.out / "config.json", lambda f: f.write(json.dumps(cfg, indent=2).encode()))
+        if self.dp.is_writer:                                                    # [dist] rank 0 writes
+            atomic_write(self.out / "config.json", lambda f: f.write(json.dumps(cfg, indent=2).encode()))
         try:
             while self.epoch < cfg["epochs"]:
                 train_loss, train_acc, rate, seconds = self.train_epoch()
-                test_loss, test_acc = evaluate(self.model, self.test_loader, self.xp)
+                self.dp.synchronise(self.model)          # [dist] running statistics agreed, weights checked equal
+                test_loss, test_acc = self.dp.mean_over_ranks(evaluate(self.model, self.test_loader, self.xp),
+                                                              self.test_loader)  # [dist] over all ranks' rows
                 row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc, "firing_rate": rate,
                        "lr": self.optimizer.lr, "seconds": seconds}
@@ -273,12 +298,15 @@ class Trainer:
             if self.mid_step:  # stopped inside a step: weights and position may disagree
                 tqdm.write(f"stopped mid-step; {self.last_good_words()}")
             else:
+                self.dp.synchronise(self.model)                                  # [dist] all ranks stop here
                 self.save(interrupted=True)
-                plot_history(self.history, self.out / "curves.png")
-                tqdm.write(f"interrupted: {self.position()} saved to {self.out / CHECKPOINT}; continue with "
-                           f"minisnn train --resume --out {self.out}")
+                if self.dp.is_writer:                                            # [dist] rank 0 saved it
+                    plot_history(self.history, self.out / "curves.png")
+                    tqdm.write(f"interrupted: {self.position()} saved to {self.out / CHECKPOINT}; continue with "
+                               f"minisnn train --resume --out {self.out}")
             raise
-        plot_history(self.history, self.out / "curves.png")
+        if self.dp.is_writer:                                                    # [dist] rank 0 writes
+            plot_history(self.history, self.out / "curves.png")
         return self.history
 
 
@@ -345,11 +373,14 @@ def train(resume=False, overwrite=False, **given):
     the run's own values), and ``epochs`` larger than the epochs done extends the run.
     """
     out = Path(given.get("out", DEFAULTS["out"]))
+    writer = world().rank == 0                               # [dist] under mpiexec, rank 0 alone keeps the folder
     if not resume:
         config = make_config(**given)
-        run_folder(out, resume, overwrite)
+        if writer:
+            run_folder(out, resume, overwrite)
         return Trainer(config).fit()
-    run_folder(out, resume, overwrite)
+    if writer:
+        run_folder(out, resume, overwrite)
     meta = read_meta(out / CHECKPOINT)
     try:
         saved = saved_config(meta["config"])

@@ -213,6 +213,14 @@ def claim_21(r, fast):
         assert logits < 1e-3 and grad < 1e-3
 
 
+def claim_22(r, fast):
+    # 2 ranks with sync-norm are one process up to float32 rounding; per-rank tdBN is another function,
+    # exactly one process normalising each half of the batch separately
+    assert r["grad_sync_vs_whole"] < 1e-5 and r["grad_per_rank_vs_halves"] < 1e-5
+    assert r["grad_per_rank_vs_whole"] > 100 * r["grad_sync_vs_whole"]
+    assert r["final_distance_sync"] < 1e-4 < r["final_distance_per_rank"]
+
+
 CLAIMS = {name[6:8]: fn for name, fn in globals().items() if name.startswith("claim_")}
 FULL_MODE = ("11", "14", "15", "16")      # lessons with claims that only their full size can show
 

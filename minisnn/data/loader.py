@@ -3,6 +3,10 @@
 Reproducibility without replay: the order of epoch ``e`` comes from ``default_rng([seed, e, 0])`` and the
 augmentation of its batch ``s`` from ``default_rng([seed, e, 1, s])``. So batch (e, s) is a function of
 (seed, e, s) alone, and a run resumed at (e, s) sees exactly the batches an uninterrupted run would.
+
+Data-parallel training (``minisnn/dist``) gives rank k of K the rows ``shard_rows(n, k, K)`` of every
+batch of n rows: ``batches(..., shard=(k, K))``. The K shards of a batch together are that batch, the
+same rows augmented the same way, whatever K is.
 """
 from dataclasses import dataclass
 
@@ -12,6 +16,7 @@ from .cifar10 import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from .errors import DatasetError
 from .cifar10_dvs import CIFAR10_DVS_CLASSES, load_cifar10_dvs, shift_and_flip
 from .digits import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, load_digits
+from .shards import shard_rows
 from .transforms import crop_and_flip, normalize
 
 
@@ -53,8 +58,11 @@ class BatchIterator:
             return np.arange(n)
         return np.random.default_rng([self.seed, epoch, 0]).permutation(n)
 
-    def batches(self, epoch=0, start=0):
-        """Yield the batches of ``epoch`` from step ``start`` on (steps before it are skipped, not drawn)."""
+    def batches(self, epoch=0, start=0, shard=(0, 1)):
+        """Yield the batches of ``epoch`` from step ``start`` on (steps before it are skipped, not drawn).
+
+        shard: (rank, size) -- yield only the rows ``shard_rows(n, rank, size)`` of each batch, augmented
+        as in the whole batch."""
         if not isinstance(epoch, (int, np.integer)) or epoch < 0 or not isinstance(start, (int, np.integer)) \
                 or start < 0:
             raise ValueError(f"BatchIterator.batches: epoch and start must be non-negative ints, got {epoch!r}, "
@@ -65,6 +73,8 @@ class BatchIterator:
             x = self.images[index]
             if self.augment is not None:
                 x = self.augment(x, np.random.default_rng([self.seed, epoch, 1, step]))
+            rows = shard_rows(len(index), *shard)
+            x, index = x[rows], index[rows]
             x = normalize(x, self.mean, self.std) if self.mean is not None else x.astype(np.float32)
             yield x, self.labels[index]
 
@@ -134,15 +144,25 @@ def _cifar10_dvs(data_dir, download, T=10, size=48, split_by="number", split_rul
     return Dataset("cifar10-dvs", *arrays, CIFAR10_DVS_CLASSES, (0.0, 0.0), (1.0, 1.0), augment=shift_and_flip)
 
 
-# name -> builder(data_dir, download, **options) returning a Dataset.
-DATASETS = {"cifar10": _cifar10, "digits": _digits, "cifar10-dvs": _cifar10_dvs}
+def _imagefolder(data_dir, download, image_size=224, workers=2):
+    """train/<class>/* and val/<class>/* (ImageNet's layout), decoded with Pillow in ``workers`` processes."""
+    from .imagefolder import load_image_folder
+    if download:
+        raise DatasetError("an image folder is not downloaded: pass the folder holding train/ and val/ with "
+                           "--data-dir (for ImageNet, the ILSVRC-2012 images sorted into class folders)")
+    return load_image_folder(data_dir, size=image_size, workers=workers)
+
+
+# name -> builder(data_dir, download, **options) returning a Dataset (an ImageFolder for "imagefolder").
+DATASETS = {"cifar10": _cifar10, "digits": _digits, "cifar10-dvs": _cifar10_dvs, "imagefolder": _imagefolder}
 
 
 def get_dataset(name, data_dir=None, download=False, **options):
     """The Dataset called ``name`` (see DATASETS), read from ``data_dir`` (default: the cache folder).
 
     options go to the builder: for cifar10-dvs ``T``, ``size``, ``split_by``, ``split_rule`` and ``resize``
-    of the event frames.
+    of the event frames; for imagefolder ``image_size`` (side of the square images) and ``workers``
+    (decoding processes).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")

@@ -24,7 +24,8 @@ class SoftmaxCrossEntropy(Function):
     """L = mean_n(-log softmax(z_n)[c_n]);  dL/dz = (softmax(z) - onehot(c)) / N.
 
     Labels on the host are checked to lie in [0, K). Labels already on the GPU are not: reading them
-    back would stop the GPU once per step, so check them before they are moved (the Trainer does).
+    back would stop the GPU once per step, so check them before they are moved (minisnn's data sets
+    check their labels when they read them).
     """
 
     def forward(self, z, labels):

@@ -11,12 +11,16 @@ fires after the sum:
 ResNet-19 (CIFAR-10): conv3x3 128 + tdBN + LIF; BasicBlocks 3x128, 3x256 (stride 2), 2x512 (stride 2);
 global average pooling; FC 256 + LIF; FC 10. Input images are presented unchanged at every timestep
 (direct encoding); the output is the mean over T of the last layer.
+
+ResNet-34 for ImageNet (the paper's ImageNet net, T = 6): the ImageNet stem -- conv7x7 64, stride 2, +
+tdBN + LIF, then 3x3 pooling with stride 2 -- so that a 224x224 image reaches the first stage at 56x56;
+BasicBlocks 3x64, 4x128, 6x256, 3x512 (stride 2 from the second stage on); global average pooling; FC.
 """
 import numpy as np
 
 from ..core import Tensor
 from ..functions.basic import mean, repeat_over_time
-from ..nn import LIF, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
+from ..nn import LIF, AvgPool2d, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
 from ..paper import RESIDUAL_ALPHA, V_TH
 
 
@@ -103,15 +107,20 @@ class SpikingResNet(Module):
     stem: channels of the first conv3x3. stages: a list of (width, blocks, stride).
     fc_hidden: width of the spiking hidden FC layer before the classifier (0 for none).
     T: timesteps for static input (frames carry their own T).
+    stem_kernel, stem_stride: the first conv (3, 1 for small images; 7, 2 for ImageNet).
+    stem_pool: a 3x3 average pooling with stride 2 after the stem's LIF (ImageNet's stem). It averages
+    spikes, so the first stage sees rates in {0, 1/9, ..., 1}; minisnn has no max pooling.
     """
 
     def __init__(self, stages, stem=128, block="basic", in_channels=3, num_classes=10, fc_hidden=256,
-                 T=2, neuron=None, seed=0):
+                 T=2, neuron=None, seed=0, stem_kernel=3, stem_stride=1, stem_pool=False):
         super().__init__()
         rng = np.random.default_rng(seed)  # host-side, for initialisation only
         neuron = dict(neuron or {})
         self.T = T
-        self.stem = Sequential(ConvBN(in_channels, stem, 3, 1, v_th=v_th_of(neuron), seed=rng), LIF(**neuron))
+        self.stem = Sequential(ConvBN(in_channels, stem, stem_kernel, stem_stride, v_th=v_th_of(neuron), seed=rng),
+                               LIF(**neuron))
+        self.stem_pool = AvgPool2d(3, stride=2, padding=1) if stem_pool else None
         cin, layers = stem, []
         cls = BLOCKS[block]
         for width, blocks, stride in stages:
@@ -143,6 +152,8 @@ class SpikingResNet(Module):
             h = self.stem(x)
         else:
             raise ValueError(f"SpikingResNet expects [N, C, H, W] or [T, N, C, H, W] input, got shape {x.shape}")
+        if self.stem_pool is not None:
+            h = self.stem_pool(h)
         h = self.layers(h)
         h = self.head(self.pool(h))
         return mean(h, axis=0)
@@ -169,6 +180,14 @@ def resnet50(num_classes=10, in_channels=3, T=2, **kwargs):
     """A 50-layer bottleneck spiking ResNet (3-4-6-3 bottlenecks), CIFAR-sized stem."""
     return SpikingResNet([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], stem=64, block="bottleneck",
                          in_channels=in_channels, num_classes=num_classes, T=T, fc_hidden=0, **kwargs)
+
+
+def resnet34_imagenet(num_classes=1000, in_channels=3, T=6, **kwargs):
+    """The paper's ImageNet ResNet-34: the ImageNet stem (conv7x7 stride 2, 3x3 pooling stride 2), BasicBlocks
+    3-4-6-3 of widths 64-128-256-512, global average pooling, FC to the classes; T = 6 by default."""
+    return SpikingResNet([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], stem=64, block="basic",
+                         in_channels=in_channels, num_classes=num_classes, T=T, fc_hidden=0, stem_kernel=7,
+                         stem_stride=2, stem_pool=True, **kwargs)
 
 
 def resnet_small(num_classes=10, in_channels=3, T=2, width=32, blocks=(1, 1, 1), strides=None, fc_hidden=0,

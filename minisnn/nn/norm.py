@@ -17,7 +17,9 @@ class BatchNorm(Module):
 
     Statistics per channel over (T, N, H, W), or over (N, H, W) at each t separately when
     ``per_timestep`` (a 2-D batch norm applied step by step). ``scale`` multiplies the normalised
-    input (1 here; alpha * V_th in ``TdBN``).
+    input (1 here; alpha * V_th in ``TdBN``). ``sync_group``: None, or the group of data-parallel ranks
+    whose rows make up the batch, to take the statistics over all of them in training
+    (``minisnn.dist.sync_norm`` sets it).
     """
 
     def __init__(self, num_channels, per_timestep=False, eps=1e-5, momentum=0.1, scale=1.0):
@@ -28,6 +30,7 @@ class BatchNorm(Module):
         self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
         self.register_buffer("running_mean", np.zeros(num_channels, dtype=np.float32))
         self.register_buffer("running_var", np.ones(num_channels, dtype=np.float32))
+        self.sync_group = None
 
     def forward(self, x):
         if x.ndim not in (3, 5) or x.shape[2] != self.num_channels:
@@ -35,7 +38,7 @@ class BatchNorm(Module):
                              f"{self.num_channels}, H, W] or [T, N, {self.num_channels}], got shape {x.shape}")
         return batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
                           per_timestep=self.per_timestep, scale=self.scale, momentum=self.momentum,
-                          eps=self.eps)
+                          eps=self.eps, group=self.sync_group)
 
     def fold_scale_shift(self):
         """Per-channel arrays (a, b) with y = a * x + b in eval mode, for folding into the layer before:

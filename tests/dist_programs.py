@@ -1,0 +1,60 @@
+"""Programs that the MPI tests (test_dist_mpi.py) start under ``mpiexec -n 2``.
+
+    python tests/dist_programs.py failing-rank MODE     rank 1 stalls / is killed / raises at step 3 of a
+                                                        training loop; rank 0 must not wait forever
+    python tests/dist_programs.py ctrl-c STEP RANK ARGS...   ``minisnn ARGS...`` where rank RANK presses Ctrl-C
+                                                        during step STEP (counted from 1 in this process)
+"""
+import itertools
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+
+def failing_rank(mode):
+    from minisnn.core import Tensor
+    from minisnn.dist import DataParallel, world
+    from minisnn.functions.loss import softmax_cross_entropy
+    from minisnn.models import resnet_small
+
+    dp = DataParallel(world())
+    model = dp.prepare(resnet_small(width=4, blocks=(1,), in_channels=1, T=2))
+    rng = np.random.default_rng(dp.rank)
+    for step in range(20):
+        if step == 3 and dp.rank == 1:
+            if mode == "stall":
+                time.sleep(300)
+            elif mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif mode == "raise":
+                raise RuntimeError("rank 1 failed on purpose")
+        x, y = rng.random((4, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 4)
+        model.zero_grad()
+        dp.backward(softmax_cross_entropy(model(Tensor(x)), y), 4)
+    print(f"rank {dp.rank} finished", flush=True)
+
+
+def ctrl_c(step, rank, argv):
+    from minisnn import cli
+    from minisnn.dist import data_parallel
+
+    original, calls = data_parallel.DataParallel.backward, itertools.count(1)
+
+    def backward(self, loss, count, stop=False):
+        pressed = next(calls) == step and self.rank == rank
+        return original(self, loss, count, stop or pressed)
+
+    data_parallel.DataParallel.backward = backward
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "failing-rank":
+        failing_rank(sys.argv[2])
+    elif sys.argv[1] == "ctrl-c":
+        sys.exit(ctrl_c(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]))
+    else:
+        sys.exit(f"unknown program {sys.argv[1]!r}")

@@ -1,0 +1,186 @@
+"""The image-folder data set (ImageNet's layout) on small generated folders, and the ImageNet ResNet-34."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("PIL", reason="image folders need Pillow: pip install -e '.[imagenet]'")
+from PIL import Image  # noqa: E402
+
+from minisnn.cli import main  # noqa: E402
+from minisnn.core import Tensor, no_grad  # noqa: E402
+from minisnn.data import DatasetError, get_dataset  # noqa: E402
+from minisnn.data.imagefolder import CROP_RATIO, centre_box, random_resized_box  # noqa: E402
+from minisnn.models import build_model  # noqa: E402
+
+CLASSES = ("ant", "bee", "cow")
+
+
+def gradient_image(width, height, shade):
+    """RGB image whose red channel grows left to right, green top to bottom, blue = shade."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, np.full_like(x, shade)], axis=2).astype(np.uint8))
+
+
+def make_folder(root, per_class=(4, 2)):
+    """root/{train,val}/{ant,bee,cow}/*: images of different sizes, JPEG and PNG."""
+    for split, count in zip(("train", "val"), per_class):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = gradient_image(20 + 7 * i, 14 + 5 * label, 80 * label)
+                image.save(folder / (f"{i}.JPEG" if i % 2 == 0 else f"{i}.png"))
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path / "images")
+
+
+def test_classes_labels_and_batches(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=12, workers=0)
+    assert data.classes == CLASSES and data.num_classes == 3 and data.in_channels == 3
+    assert data.image_size == (12, 12) and len(data.train_y) == 12 and len(data.test_y) == 6
+    assert list(data.train_y) == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(Path(p).parent.name == CLASSES[y] for p, y in zip(data.test_x, data.test_y))
+    loader = data.loader("train", 5, seed=3)
+    batches = list(loader.batches(epoch=0))
+    assert len(loader) == 3 and [len(y) for _, y in batches] == [5, 5, 2]
+    x, y = batches[0]
+    assert x.dtype == np.float32 and x.shape == (5, 3, 12, 12) and y.dtype == np.int64
+    assert sorted(np.concatenate([y for _, y in batches])) == sorted(data.train_y)
+
+
+def test_evaluation_is_the_centre_crop_and_training_crops_and_mirrors(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    raw = dataclasses.replace(data, mean=(0, 0, 0), std=(1, 1, 1))  # pixel values / 255
+    x, _ = next(raw.loader("test", 6).batches())
+    red = x[:, 0].mean(axis=1)  # red = column / (width - 1) in the original images
+    for row, path in zip(red, data.test_x):
+        width, height = Image.open(path).size
+        left, _, right, _ = centre_box(width, height, 8)
+        centres = left + (np.arange(8) + 0.5) * (right - left) / 8 - 0.5  # original column under each pixel
+        np.testing.assert_allclose(row[1:-1], (centres / (width - 1))[1:-1], atol=0.02)
+    np.testing.assert_array_equal(x, next(raw.loader("test", 6).batches())[0])  # deterministic
+    orientations, widths = set(), set()
+    loader = raw.loader("train", 12, seed=0)
+    for epoch in range(4):
+        x, _ = next(loader.batches(epoch))
+        red = x[:, 0].mean(axis=1)
+        orientations |= {bool(np.all(np.diff(r) >= 0)) for r in red}
+        widths |= {round(float(r[-1] - r[0]), 2) for r in red}  # the crop's share of the image's width
+    assert orientations == {True, False}  # mirrored about half the time
+    assert len(widths) > 10  # crops of many sizes
+
+
+def test_batches_depend_on_seed_epoch_and_image_only(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    loader = data.loader("train", 5, seed=7)
+    whole = list(loader.batches(epoch=1))
+    again = list(data.loader("train", 5, seed=7).batches(epoch=1))
+    for (x, y), (x2, y2) in zip(whole, again):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(next(loader.batches(epoch=2))[0], whole[0][0])
+    for (x, _), (x2, _) in zip(whole[1:], loader.batches(epoch=1, start=1)):  # resuming at step 1
+        np.testing.assert_array_equal(x, x2)
+    for K in (2, 3):  # data-parallel shards: the rows of each batch, the same crops
+        parts = [list(loader.batches(1, shard=(k, K))) for k in range(K)]
+        for step, (x, y) in enumerate(whole):
+            np.testing.assert_array_equal(np.concatenate([p[step][0] for p in parts]), x)
+            np.testing.assert_array_equal(np.concatenate([p[step][1] for p in parts]), y)
+
+
+def test_worker_processes_give_the_same_batches_and_report_a_corrupt_file_by_name(folder):
+    bad = folder / "train" / "bee" / "9.JPEG"
+    good = folder / "train" / "bee" / "0.JPEG"
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    in_process = [x for x, _ in data.loader("train", 4, seed=1).batches(0)]
+    in_workers = [x for x, _ in dataclasses.replace(data, workers=1).loader("train", 4, seed=1).batches(0)]
+    for a, b in zip(in_process, in_workers):
+        np.testing.assert_array_equal(a, b)
+    bad.write_bytes(good.read_bytes()[:200])  # a truncated JPEG
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=1)
+    with pytest.raises(DatasetError, match=rf"{bad}: cannot decode this image"):
+        list(data.loader("train", 4).batches())
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a picture", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
+def test_a_corrupt_image_is_an_error_naming_it(folder, content):
+    bad = folder / "val" / "cow" / "broken.png"
+    bad.write_bytes(content)
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    with pytest.raises(DatasetError, match=rf"{bad}: cannot decode this image .*replace or remove the file"):
+        list(data.loader("test", 4).batches())
+
+
+def test_a_file_that_is_not_an_image_is_an_error_naming_it(folder):
+    stray = folder / "train" / "ant" / "notes.txt"
+    stray.write_text("labels checked by hand")
+    with pytest.raises(DatasetError, match=rf"{stray}: not an image file"):
+        get_dataset("imagefolder", data_dir=folder)
+
+
+def test_folder_layout_errors(folder, tmp_path):
+    (folder / "val" / "yak").mkdir()
+    with pytest.raises(DatasetError, match=r"class folders \['yak'\] are not among the 3 training classes"):
+        get_dataset("imagefolder", data_dir=folder)
+    with pytest.raises(DatasetError, match="image folder split not found"):
+        get_dataset("imagefolder", data_dir=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="needs --data-dir"):
+        get_dataset("imagefolder")
+    with pytest.raises(DatasetError, match="not downloaded"):
+        get_dataset("imagefolder", data_dir=folder, download=True)
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 400), st.integers(1, 400), st.integers(0, 2**32 - 1))
+def test_random_resized_boxes_lie_inside_the_image(width, height, seed):
+    left, top, right, bottom = random_resized_box(width, height, np.random.default_rng(seed))
+    assert 0 <= left < right <= width and 0 <= top < bottom <= height
+    ratio = (right - left) / (bottom - top)
+    if (right - left, bottom - top) != (width, height) and min(right - left, bottom - top) > 10:
+        assert CROP_RATIO[0] * 0.9 <= ratio <= CROP_RATIO[1] * 1.1
+
+
+def test_the_centre_box_is_the_central_square_of_the_resized_image():
+    left, top, right, bottom = centre_box(300, 200, 224)  # shorter side 200 -> 256; 224 of 256 is 175 of 200
+    assert right - left == pytest.approx(175) and bottom - top == pytest.approx(175)
+    assert (left + right) / 2 == pytest.approx(150) and (top + bottom) / 2 == pytest.approx(100)
+
+
+def test_cli_trains_on_an_image_folder_and_names_a_corrupt_file(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINISNN_THREADS", "1")
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(folder), "--image-size", "16", "--workers", "0",
+            "--model", "resnet_small", "--width", "4", "--blocks", "1", "-T", "2", "--batch-size", "6",
+            "--epochs", "1", "--no-progress", "--optimizer", "adam", "--lr", "0.003"]
+    assert main(args + ["--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "last.npz").is_file()
+    bad = folder / "train" / "cow" / "3.png"
+    bad.write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and str(bad) in err
+
+
+def test_the_imagenet_resnet34_has_the_imagenet_stem():
+    model = build_model("resnet34_imagenet", num_classes=1000)
+    conv = model.stem[0].conv
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((7, 7), (2, 2), (3, 3)) and conv.out_channels == 64
+    assert model.T == 6 and model.num_parameters() == 21_797_672  # torchvision's ResNet-34: 21,797,672
+    small = build_model("resnet34_imagenet", num_classes=3, T=2)
+    shapes = []
+    small.layers[0].register_forward_hook(lambda module, inputs, output: shapes.append(inputs[0].shape))
+    small.eval()
+    with no_grad():
+        logits = small(Tensor(np.random.default_rng(0).random((2, 3, 64, 64)).astype(np.float32)))
+    assert logits.shape == (2, 3) and shapes == [(2, 2, 64, 16, 16)]  # 64 -> 32 (conv) -> 16 (pool)
+    cifar_sized = build_model("resnet34")  # the existing ResNet-34 keeps its 3x3 stem and no pooling
+    assert cifar_sized.stem[0].conv.kernel_size == (3, 3) and cifar_sized.stem_pool is None
