@@ -4,6 +4,7 @@
     python benchmarks/mutate.py --sample 200 --seed 0 data  # a seeded random sample of each group
     python benchmarks/mutate.py --list checkpoint           # the mutants, without running them
     python benchmarks/mutate.py --only "optim.py:SGD.update" optim   # mutants whose id contains the text
+    python benchmarks/mutate.py --planted                   # the hand-written bugs of PLANTED (issue #21)
 
 Groups (``GROUPS``): core, functions, optim, checkpoint, train, data. A mutant is one small change of a
 module's syntax tree, the slips a developer makes:
@@ -58,11 +59,15 @@ TESTS = {
     "minisnn/optim.py": ["tests/test_optim.py", "tests/test_train.py"],
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
+    "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
+    "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
     "minisnn/data/cifar10_dvs.py": ["tests/test_cifar10_dvs.py"],
     "minisnn/data/digits.py": ["tests/test_data.py"],
     "minisnn/data/errors.py": ["tests/test_data.py"],
-    "minisnn/data/loader.py": ["tests/test_data.py"],
+    "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
+    "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py"],
+    "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/transforms.py": ["tests/test_data.py"],
 }
 
@@ -71,7 +76,7 @@ GROUPS = {
     "functions": sorted(f for f in TESTS if f.startswith("minisnn/functions/")),
     "optim": ["minisnn/optim.py"],
     "checkpoint": ["minisnn/checkpoint.py"],
-    "train": ["minisnn/train.py"],
+    "train": ["minisnn/train.py", "minisnn/experiment.py", "minisnn/cli.py"],
     "data": sorted(f for f in TESTS if f.startswith("minisnn/data/")),
 }
 
@@ -235,9 +240,10 @@ def scratch_copy(root):
     return repo
 
 
-def run_tests(repo, tests, timeout, log):
-    """Run ``pytest -x`` on ``tests`` in the scratch repository in a forked child. Returns (status, seconds):
-    status "passed", "failed" (a test failed or errored, or collection broke), "timeout" or "crashed"."""
+def run_tests(repo, tests, timeout, log, stop_at_first=True):
+    """Run ``pytest -x`` (or without -x) on ``tests`` in the scratch repository in a forked child. Returns
+    (status, seconds): status "passed", "failed" (a test failed or errored, or collection broke), "timeout"
+    or "crashed"."""
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: its own process group, so that a timeout takes the processes it started too
@@ -249,7 +255,8 @@ def run_tests(repo, tests, timeout, log):
             os.chdir(repo)
             sys.path.insert(0, str(repo))
             import pytest
-            code = pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "--basetemp", str(Path(log).parent / "tmp")])
+            code = pytest.main([*tests, *(["-x"] if stop_at_first else []), "-q", "-p", "no:cacheprovider",
+                                "--basetemp", str(Path(log).parent / "tmp")])
             os._exit(int(code))
         except BaseException:
             os._exit(99)
@@ -274,13 +281,16 @@ def run_tests(repo, tests, timeout, log):
     raise RuntimeError(f"pytest exited with {code} on {tests}; see {log}")
 
 
+def failures(log):
+    """The failing tests named in a pytest log, in order (or the log's last line when it names none)."""
+    lines = Path(log).read_text(errors="replace").splitlines()
+    named = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    return named or lines[-1:]
+
+
 def first_failure(log):
     """The first failing test named in a pytest log (or the log's last line)."""
-    lines = Path(log).read_text(errors="replace").splitlines()
-    for line in lines:
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line.split(" - ")[0]
-    return lines[-1] if lines else ""
+    return (failures(log) or [""])[0]
 
 
 def run(files, mutants, repo, timeout_factor, verbose):
@@ -318,6 +328,34 @@ def run(files, mutants, repo, timeout_factor, verbose):
     return results
 
 
+def run_planted(repo, only, timeout):
+    """Plant each bug of ``PLANTED`` in turn into the scratch copy, run its tests (all of them, no -x) and
+    print the tests that fail; a bug no test notices is printed as MISSED. Returns the number missed."""
+    log, missed = str(repo.parent / "log.txt"), 0
+    for name, path, edits, tests in PLANTED:
+        if only and only not in name:
+            continue
+        target = repo / path
+        original = planted = target.read_text()
+        for old, new in edits:
+            if planted.count(old) != 1:
+                raise SystemExit(f"planted bug {name!r}: {old!r} occurs {planted.count(old)} times in {path}, "
+                                 "not once; update PLANTED")
+            planted = planted.replace(old, new)
+        target.write_text(planted)
+        try:
+            status, seconds = run_tests(repo, tests, timeout, log, stop_at_first=False)
+        finally:
+            target.write_text(original)
+        failed = failures(log) if status == "failed" else [status]
+        missed += status == "passed"
+        print(f"{'MISSED' if status == 'passed' else 'caught'}  {name}  ({path}, {seconds:.0f} s)", flush=True)
+        if status != "passed":
+            print(f"    {len(failed)} failing: " + "; ".join(f.split(" ", 1)[-1] for f in failed[:3])
+                  + (" ..." if len(failed) > 3 else ""), flush=True)
+    return missed
+
+
 # ------------------------------------------------------------------------------------------ report
 def summarise(results, groups, sample_sizes, totals):
     lines = ["| group | mutants | run | killed | survivors: equivalent | not worth a test | unexplained | "
@@ -350,7 +388,19 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the mutants (id and line) and stop")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant, not only survivors")
+    parser.add_argument("--planted", action="store_true", help="plant the hand-written bugs of PLANTED (issue "
+                                                                "#21's list) one at a time instead; --only filters them")
     args = parser.parse_args(argv)
+    if args.planted:
+        os.environ.update(CI="1", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+        sys.dont_write_bytecode = True
+        import pytest  # noqa: F401  imported once here, so that every forked child starts with it
+        with tempfile.TemporaryDirectory(prefix="minisnn-planted-") as root:
+            repo = scratch_copy(Path(root))
+            os.environ["PYTHONPATH"] = str(repo)
+            missed = run_planted(repo, args.only, 900)
+        print(f"{missed} of the planted bugs missed")
+        return 1 if missed else 0
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
@@ -462,6 +512,82 @@ EXPLAINED = {
         EQ, "allow_pickle defaults to False since NumPy 1.16.3 (setup.cfg needs numpy>=1.22); the tests check "
             "that a pickled array is refused"),
 }
+
+
+# Issue #21's list of bugs that once passed the suite unnoticed, as (name, file, [(text, replacement)], tests):
+# ``--planted`` plants each in turn and names the tests that fail. Every one must fail at least one test.
+TRAIN, CKPT, DATA = ["tests/test_train.py", "tests/test_cli.py"], ["tests/test_checkpoint.py", "tests/test_train.py"], \
+    ["tests/test_data.py"]
+CORE, OPS, GPU = ["tests/test_core.py", "tests/test_partial_gradients.py"], ["tests/test_basic_ops.py"], \
+    ["tests/test_gpu.py"]
+PLANTED = [
+    ("Trainer: zero_grad() after backward()", "minisnn/train.py", [(
+        "                self.optimizer.zero_grad()\n", ""), (
+        "                self.stop_requested = self.stop_requested or any_stop\n",
+        "                self.stop_requested = self.stop_requested or any_stop\n"
+        "                self.optimizer.zero_grad()\n")], TRAIN),
+    ("Trainer: schedule stepped before the optimizer", "minisnn/train.py", [(
+        "                self.optimizer.step()\n                self.schedule.step()\n",
+        "                self.schedule.step()\n                self.optimizer.step()\n")], TRAIN),
+    ("evaluate() without model.eval()", "minisnn/evaluate.py", [(
+        "    was_training = model.training\n    model.eval()\n", "    was_training = model.training\n")], TRAIN),
+    ("epoch train loss: a sum of batch means, divided by images", "minisnn/train.py", [(
+        'sums["loss_sum"] += loss_value * n', 'sums["loss_sum"] += loss_value')], TRAIN),
+    ("checkpoint written in place (not atomic)", "minisnn/checkpoint.py", [(
+        "    atomic_write(path, lambda f: np.savez(f, **arrays))",
+        "    Path(path).parent.mkdir(parents=True, exist_ok=True)\n"
+        "    with open(path, 'wb') as f:\n        np.savez(f, **arrays)")], CKPT),
+    ("checkpoint: temporary file outside the target's folder", "minisnn/checkpoint.py", [(
+        "suffix=TEMP_SUFFIX, dir=path.parent)", "suffix=TEMP_SUFFIX)")], CKPT),
+    ("checkpoint: no fsync of the temporary file", "minisnn/checkpoint.py", [(
+        "            os.fsync(f.fileno())\n", "")], CKPT),
+    ("checkpoint: .tmp left after a failed write", "minisnn/checkpoint.py", [(
+        "        if os.path.exists(tmp):\n            os.unlink(tmp)\n", "        pass\n")], CKPT),
+    ("unpickler: allow-list checks the module, not the name (numpy.save, numpy.load)", "minisnn/data/cifar10.py", [(
+        "        if (module, name) not in self.ALLOWED:", "        if module not in {m for m, _ in self.ALLOWED}:")],
+     DATA),
+    ("backward: functions taken in the order found, not by generation", "minisnn/core.py", [(
+        "heapq.heappush(heap, (-func.generation, next(counter), func))",
+        "heapq.heappush(heap, (0, next(counter), func))")], CORE),
+    ("nested no_grad(): leaving sets backprop on, not back to before", "minisnn/core.py", [(
+        "        Config.enable_backprop = old\n", "        Config.enable_backprop = True\n")], CORE),
+    ("backward: a leaf's gradient from an earlier backward() overwritten", "minisnn/core.py", [(
+        "        heap, seen, counter = [], set(), itertools.count()\n",
+        "        heap, seen, counter, fresh = [], set(), itertools.count(), set()\n"), (
+        "                x.grad = gx if x.grad is None else x.grad + gx\n",
+        "                x.grad = gx if id(x) not in fresh else x.grad + gx\n                fresh.add(id(x))\n")], CORE),
+    ("backward: the root's own gradient dropped", "minisnn/core.py", [(
+        "if not retain_grad and y is not self:", "if not retain_grad:")], CORE),
+    ("linear: input gradient only when the weight wants one", "minisnn/functions/linear.py", [(
+        "gx = gy @ self.W if self.needs_input_grad[0] else None",
+        "gx = gy @ self.W if self.needs_input_grad[1] else None")], CORE + ["tests/test_linear_pool.py"]),
+    ("fused CUDA kernel: rectangular surrogate height a, not 1/a", "minisnn/functions/surrogate.py", [(
+        'return inside * (F){_constant(1 / self.a, "1/a")};', 'return inside * (F){_constant(self.a, "1/a")};')],
+     GPU),
+    ("fused CUDA kernel: rectangular window |v| < a, not a/2", "minisnn/functions/surrogate.py", [(
+        '(fabs(v) < (F){_constant(self.a / 2, "a/2")})', '(fabs(v) < (F){_constant(self.a, "a/2")})')], GPU),
+    ("fused CUDA kernel: window closed, |v| <= a/2", "minisnn/functions/surrogate.py", [(
+        "(F)(fabs(v) < (F)", "(F)(fabs(v) <= (F)")], GPU),
+    ("fused CUDA kernel: fires on u > V_th, not u >= V_th", "minisnn/fast/neuron.py", [(
+        "const unsigned char o_t = (u_t - v_th) >= 0;", "const unsigned char o_t = (u_t - v_th) > 0;")], GPU),
+    ("CIFAR-10 std: the commonly copied wrong values", "minisnn/data/cifar10.py", [(
+        "CIFAR10_STD = (0.2470, 0.2435, 0.2616)", "CIFAR10_STD = (0.2023, 0.1994, 0.2010)")], DATA),
+    ("CIFAR-10 class names: cat and dog swapped", "minisnn/data/cifar10.py", [(
+        '"cat", "deer", "dog"', '"dog", "deer", "cat"')], DATA),
+    ("max: ties each get the whole gradient", "minisnn/functions/basic.py", [(
+        "return mask * (_expand_reduced(gy, self.x.shape, self.axes) / count)",
+        "return mask * _expand_reduced(gy, self.x.shape, self.axes)")], OPS),
+    ("clip: no gradient exactly at its bounds", "minisnn/functions/basic.py", [(
+        "mask = (self.x >= self.lo) & (self.x <= self.hi)", "mask = (self.x > self.lo) & (self.x < self.hi)")], OPS),
+    ("cosine schedule: not held at min_lr past its end", "minisnn/optim.py", [(
+        "progress = min(1.0, (s - self.warmup_steps) / (self.total_steps - self.warmup_steps))",
+        "progress = (s - self.warmup_steps) / (self.total_steps - self.warmup_steps)")], ["tests/test_optim.py"]),
+    ("SGD momentum: the velocity is the gradient array itself", "minisnn/optim.py", [(
+        "v = self.velocity[i] = g.copy()", "v = self.velocity[i] = g")], ["tests/test_optim.py"]),
+    ("NIR export: AvgPool2d's padding dropped", "minisnn/nir_export.py", [(
+        "module.kernel_size, module.stride, module.padding)", "module.kernel_size, module.stride, (0, 0))")],
+     ["tests/test_nir.py"]),
+]
 
 if __name__ == "__main__":
     sys.exit(main())
