@@ -458,8 +458,6 @@ EQ, NW = "equivalent", "not worth a test"
 EXPLAINED = {
     # core
     "core.py:Tensor: constant: 200 -> 201": (EQ, "any __array_priority__ above ndarray's 0 makes NumPy defer"),
-    "core.py:Tensor.__init__: constant: 0 -> 1": (EQ, "leaves at generation 1: only differences of generations "
-                                                       "order the backward pass"),
     "core.py:Tensor.backward: statement: func.release() -> pass #2": (
         EQ, "the branch for a function none of whose outputs has a gradient is never reached: a function is "
             "pushed only when one of its outputs has just received one (dead code, left to the lead)"),
@@ -503,6 +501,10 @@ EXPLAINED = {
     # optim
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),
+    # train
+    "train.py:Trainer.train_epoch: constant: True -> False": (
+        NW, "tqdm(..., dynamic_ncols=False): the bar keeps the terminal's width from the start instead of "
+            "following a resize; looks only, and tests write to no terminal"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),

@@ -453,3 +453,27 @@ def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(
     (run / "last.npz").write_text("a checkpoint")
     train_module.run_folder(run, True, False)  # resume: the checkpoint stays, the stale temp goes
     assert sorted(p.name for p in run.iterdir()) == ["last.npz", "notes.txt"]
+
+
+def test_every_rank_of_a_data_parallel_run_names_the_same_last_good_checkpoint(cifar_sample, tmp_path, monkeypatch):
+    # only rank 0 writes the checkpoint, but a divergence or Ctrl-C message may come from any rank
+    import threading
+
+    from minisnn.dist import DataParallel, ThreadGroup
+    here = threading.local()
+    monkeypatch.setattr(DataParallel, "launch", classmethod(lambda cls, config: cls(here.group)))
+
+    def rank_program(group):
+        here.group = group
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=32, epochs=1))
+        words = [trainer.last_good_words()]
+        trainer.train_epoch()
+        trainer.save()
+        words.append(trainer.last_good_words())
+        trainer.save(interrupted=True)
+        return words + [trainer.last_good_words()]
+
+    rank0, rank1 = ThreadGroup(2).run(rank_program)
+    assert rank1 == rank0
+    assert "no checkpoint of this run has been written yet" in rank0[0]
+    assert "(end of epoch 1)" in rank0[1] and "(end of epoch 1 (saved at Ctrl-C))" in rank0[2]
