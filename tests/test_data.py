@@ -66,13 +66,16 @@ class FakeResponse(io.BytesIO):
 
 
 def fake_server(payload, honour_range=True, log=None):
-    """A urlopen replacement serving ``payload``, answering Range requests with 206 if honour_range."""
+    """A urlopen replacement serving ``payload``, answering Range requests with 206 if honour_range (and,
+    as HTTP servers do, with 416 Range Not Satisfiable for a range that starts at or past the end)."""
     def urlopen(request, timeout=None):
         wanted = request.get_header("Range")
         if log is not None:
             log.append(wanted)
         if wanted and honour_range:
             start = int(wanted.split("=")[1].rstrip("-"))
+            if start >= len(payload):
+                raise urllib.error.HTTPError(request.full_url, 416, "Range Not Satisfiable", {}, None)
             return FakeResponse(payload[start:], 206, {"Content-Range": f"bytes {start}-{len(payload) - 1}/"
                                                        f"{len(payload)}", "Content-Length": len(payload) - start})
         return FakeResponse(payload, 200, {"Content-Length": len(payload)})
@@ -308,6 +311,14 @@ def test_extraction_refuses_unexpected_members(tmp_path, bad_name):
     assert list(dest.iterdir()) == [] and not (tmp_path / "evil").exists()
 
 
+def test_extraction_creates_the_folder_it_extracts_into(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    folder = extract_cifar10(archive, tmp_path / "new" / "cache")
+    assert folder == tmp_path / "new" / "cache" / "cifar-10-batches-py"
+    official = tmp_path / "src" / "cifar-10-batches-py"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in official.iterdir())
+
+
 def test_extraction_refuses_links(tmp_path):
     archive = tmp_path / "a.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -348,6 +359,18 @@ def test_download_resumes_a_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, log=log))
     download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest(), chunk_size=1000)
     assert log == ["bytes=4321-"]
+    assert dest.read_bytes() == payload and not (tmp_path / "file.bin.part").exists()
+
+
+def test_a_partial_file_that_already_holds_the_whole_download_is_finished_not_refetched(tmp_path, monkeypatch):
+    # a download killed after its last byte but before the rename: the server answers the resume with 416
+    payload = bytes(range(256)) * 40
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(payload)
+    log = []
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, log=log))
+    download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest())
+    assert log == [f"bytes={len(payload)}-"]
     assert dest.read_bytes() == payload and not (tmp_path / "file.bin.part").exists()
 
 
