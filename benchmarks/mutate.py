@@ -505,6 +505,8 @@ EXPLAINED = {
     "train.py:Trainer.train_epoch: constant: True -> False": (
         NW, "tqdm(..., dynamic_ncols=False): the bar keeps the terminal's width from the start instead of "
             "following a resize; looks only, and tests write to no terminal"),
+    # data
+    "cifar10_dvs.py:bilinear_weights: argument: max(scale, 1.0) -> the two swapped": (EQ, "max is symmetric"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),

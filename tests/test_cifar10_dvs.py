@@ -278,6 +278,12 @@ def test_bilinear_weights_on_a_worked_example():
                                   dvs.events_to_frames(*events, 2, size=128, resize="sum"))
 
 
+def test_bilinear_weights_enlarging_keep_the_triangle_one_input_pixel_wide():
+    """2 -> 4 pixels: s = 1/2, centres 1/4, 3/4, 5/4, 7/4 in input pixels; the half-width is max(s, 1) = 1."""
+    np.testing.assert_allclose(dvs.bilinear_weights(4, in_size=2),
+                               [[1, 0], [3 / 4, 1 / 4], [1 / 4, 3 / 4], [0, 1]], rtol=1e-12)
+
+
 @pytest.mark.parametrize("size", [1, 42, 48, 100])
 def test_resizing_keeps_the_events(size):
     rng = np.random.default_rng(size)
@@ -379,8 +385,8 @@ def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     np.testing.assert_array_equal(np.bincount(train.labels), [18, 18, 18, 22, 18, 18, 18, 18, 18, 18])
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 2, 2, 3, 2, 2, 2, 2, 2, 2])
     assert set(train.files).isdisjoint(test.files) and len(set(train.files) | set(test.files)) == 205
-    for files, labels in ((train.files, train.labels), (test.files, test.labels)):
-        assert all(f.parent.name == dvs.CIFAR10_DVS_CLASSES[k] for f, k in zip(files, labels))
+    for ds in (train, test):  # a label names its recording's class folder, through the data set's own classes
+        assert all(f.parent.name == ds.classes[k] for f, k in zip(ds.files, ds.labels))
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=3).files == test.files
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=4).files != test.files
 
