@@ -391,6 +391,13 @@ def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=4).files != test.files
 
 
+def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48(tmp_path):
+    root = make_root(tmp_path, per_class=10, n_events=8)
+    train_x, train_y, test_x, test_y = dvs.load_cifar10_dvs(root, progress=False)
+    assert train_x.shape == (90, 10, 2, 48, 48) and test_x.shape == (10, 10, 2, 48, 48)
+    assert dvs.CIFAR10DVS(root).cache_dir.name == "T10_number_even_sum48px"
+
+
 def test_dataset_items_are_the_frames_of_their_file(tmp_path):
     root = make_root(tmp_path, per_class=10)
     ds = dvs.CIFAR10DVS(root, T=5, split_by="time", size=42, train=False, seed=0, cache_dir=tmp_path / "c")

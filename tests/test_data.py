@@ -505,6 +505,42 @@ def test_drop_last_and_ordered_iteration():
         BatchIterator(np.zeros((10, 1, 2, 2)), np.arange(9), 4)
 
 
+def test_a_data_sets_loaders_training_shuffled_by_its_seed_test_in_order_both_may_drop_the_last_batch():
+    digits = get_dataset("digits")
+    orders = [digits.loader("train", 32, seed=seed).order(0) for seed in range(3)]
+    assert len({tuple(order) for order in orders}) == 3
+    assert sorted(orders[0]) == list(range(len(digits.train_y))) and list(orders[0]) != sorted(orders[0])
+    test = digits.loader("test", 100, seed=5)
+    assert list(test.order(0)) == list(range(360))
+    assert len(test) == 4 and len(digits.loader("test", 100, drop_last=True)) == 3
+    assert len(digits.loader("train", 100, drop_last=True)) == 1437 // 100
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        digits.loader("val", 100)
+
+
+def test_batch_iterator_needs_mean_and_std_together():
+    images, labels = np.zeros((4, 1, 2, 2), np.float32), np.arange(4)
+    for mean, std in (((0.5,), None), (None, (0.5,))):
+        with pytest.raises(ValueError, match="give both mean and std, or neither"):
+            BatchIterator(images, labels, 2, mean=mean, std=std)
+
+
+def test_normalize_takes_nested_lists_and_random_crop_refuses_a_padding_that_is_no_count():
+    assert normalize([[[[1.0]]]], (0.5,), (0.25,)).tolist() == [[[[2.0]]]]
+    batch = np.ones((2, 1, 4, 4), np.uint8)
+    for bad in (-1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="padding must be a non-negative int"):
+            random_crop(batch, bad, np.random.default_rng(0))
+
+
+def test_a_rank_outside_its_group_gets_no_rows():
+    from minisnn.data.shards import shard_rows
+    assert [shard_rows(10, k, 3) for k in range(3)] == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    for rank, size in ((3, 3), (-1, 3), (0, 0), (0, 1.0)):
+        with pytest.raises(ValueError, match="need 0 <= rank < size"):
+            shard_rows(10, rank, size)
+
+
 # ------------------------------------------------------------------ digits and the data-set description
 def test_digits_split_and_statistics():
     train_x, train_y, test_x, test_y = load_digits()
