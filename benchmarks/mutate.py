@@ -54,7 +54,7 @@ TESTS = {
     "minisnn/functions/linear.py": ["tests/test_linear_pool.py", "tests/test_partial_gradients.py"],
     "minisnn/functions/loss.py": ["tests/test_loss.py"],
     "minisnn/functions/neuron.py": ["tests/test_neuron.py"],
-    "minisnn/functions/norm.py": ["tests/test_norm.py", "tests/test_partial_gradients.py"],
+    "minisnn/functions/norm.py": ["tests/test_norm.py", "tests/test_sync_norm.py", "tests/test_partial_gradients.py"],
     "minisnn/functions/surrogate.py": ["tests/test_surrogate.py", "tests/test_neuron.py"],
     "minisnn/optim.py": ["tests/test_optim.py", "tests/test_train.py"],
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
@@ -507,6 +507,9 @@ EXPLAINED = {
             "following a resize; looks only, and tests write to no terminal"),
     # data
     "cifar10_dvs.py:bilinear_weights: argument: max(scale, 1.0) -> the two swapped": (EQ, "max is symmetric"),
+    "imagefolder.py:ImageBatches.batches: logic: len(pending) >= 2 * self.workers -> not len(pending) >= 2 * "
+    "self.workers": (NW, "the pipeline starts one batch deep instead of two per worker: the same batches in the "
+                         "same order, decoded with less overlap (speed only; benchmarks/imagefolder_throughput.py)"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),
