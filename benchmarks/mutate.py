@@ -388,8 +388,9 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the mutants (id and line) and stop")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant, not only survivors")
-    parser.add_argument("--planted", action="store_true", help="plant the hand-written bugs of PLANTED (issue "
-                                                                "#21's list) one at a time instead; --only filters them")
+    parser.add_argument("--planted", action="store_true",
+                        help="plant the hand-written bugs of PLANTED (issue #21's list) one at a time instead; "
+                             "--only filters them")
     args = parser.parse_args(argv)
     if args.planted:
         os.environ.update(CI="1", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
@@ -562,7 +563,8 @@ PLANTED = [
         "        heap, seen, counter = [], set(), itertools.count()\n",
         "        heap, seen, counter, fresh = [], set(), itertools.count(), set()\n"), (
         "                x.grad = gx if x.grad is None else x.grad + gx\n",
-        "                x.grad = gx if id(x) not in fresh else x.grad + gx\n                fresh.add(id(x))\n")], CORE),
+        "                x.grad = gx if id(x) not in fresh else x.grad + gx\n"
+        "                fresh.add(id(x))\n")], CORE),
     ("backward: the root's own gradient dropped", "minisnn/core.py", [(
         "if not retain_grad and y is not self:", "if not retain_grad:")], CORE),
     ("linear: input gradient only when the weight wants one", "minisnn/functions/linear.py", [(

@@ -129,6 +129,16 @@ INVALID = [  # (flags, what the one-line error must say)
 ]
 
 
+def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_bools():
+    config = make_config(T=np.int64(3), epochs="2")
+    assert (config["T"], type(config["T"]), config["epochs"]) == (3, int, 2)
+    for bad in (2.5, True, "2.5"):
+        with pytest.raises(experiment.ConfigError, match="-T must be an integer >= 1"):
+            make_config(T=bad)
+    with pytest.raises(experiment.ConfigError, match="--depth must be an integer >= 1, got 0"):
+        make_config(model="plain", model_args={"depth": 0})
+
+
 @pytest.mark.parametrize("flags, says", INVALID, ids=[" ".join(f) for f, _ in INVALID])
 def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, flags, says):
     def no_data(*args, **kwargs):
