@@ -139,6 +139,11 @@ def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_
         make_config(model="plain", model_args={"depth": 0})
 
 
+def test_a_misspelt_config_key_is_refused_naming_it_and_the_known_ones():
+    with pytest.raises(experiment.ConfigError, match=r"unknown config keys \['learning_rate'\]; known: \[.*'lr'"):
+        make_config(learning_rate=0.1)
+
+
 @pytest.mark.parametrize("flags, says", INVALID, ids=[" ".join(f) for f, _ in INVALID])
 def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, flags, says):
     def no_data(*args, **kwargs):
