@@ -4,6 +4,7 @@
     python benchmarks/mutate.py --sample 200 --seed 0 data  # a seeded random sample of each group
     python benchmarks/mutate.py --list checkpoint           # the mutants, without running them
     python benchmarks/mutate.py --only "optim.py:SGD.update" optim   # mutants whose id contains the text
+    python benchmarks/mutate.py --rerun /tmp/m.json data    # only the survivors of an earlier --json run
     python benchmarks/mutate.py --planted                   # the hand-written bugs of PLANTED (issue #21)
 
 Groups (``GROUPS``): core, functions, optim, checkpoint, train, data. A mutant is one small change of a
@@ -383,6 +384,8 @@ def main(argv=None):
                                                                "(0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="run only the mutants whose id contains this text")
+    parser.add_argument("--rerun", default=None, help="run only the mutants that survived in this earlier --json "
+                                                      "file (after writing tests for them)")
     parser.add_argument("--timeout-factor", type=float, default=4.0,
                         help="a mutant's timeout: this times the baseline seconds, plus 10 s")
     parser.add_argument("--list", action="store_true", help="print the mutants (id and line) and stop")
@@ -407,12 +410,16 @@ def main(argv=None):
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
     files = [f for g in args.groups for f in GROUPS[g]]
     mutants = load_mutants(files)
+    survived = {r["id"] for r in json.loads(Path(args.rerun).read_text())["results"] if r["status"] == "passed"} \
+        if args.rerun else None
     totals, sample_sizes = {}, {}
     for group in args.groups:
         pool = [m for f in GROUPS[group] for m in mutants[f][1]]
         totals[group] = len(pool)
         if args.only:
             pool = [m for m in pool if args.only in m.id]
+        if survived is not None:
+            pool = [m for m in pool if m.id in survived]
         chosen = random.Random(f"{args.seed}:{group}").sample(pool, args.sample) \
             if 0 < args.sample < len(pool) else pool
         chosen_ids = {id(m) for m in chosen}
