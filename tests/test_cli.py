@@ -265,6 +265,27 @@ def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypat
     assert "resnet_small 32, plain 16" in shown and "cosine schedule is recomputed over the new total" in shown
 
 
+def train_parser():
+    return next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+
+
+def test_train_help_documents_every_flag_under_its_heading_and_each_options_owners():
+    parser = train_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        assert not action.help.startswith(" only") and "(default: )" not in action.help, action.help
+    flags = {group.title: {flag for a in group._group_actions for flag in a.option_strings}
+             for group in parser._action_groups}
+    assert [title for title in flags if flags[title]][-4:] == ["the model", "the data", "training", "the run"]
+    assert {"--model", "--strides", "-T"} <= flags["the model"] and {"--dataset", "--workers"} <= flags["the data"]
+    assert {"--epochs", "--sync-norm"} <= flags["training"] and {"--out", "--overwrite"} <= flags["the run"]
+
+
+def test_list_flags_take_several_values_and_switches_take_none():
+    args = train_parser().parse_args(["--strides", "1", "2", "--blocks", "1", "1", "--sync-norm", "--no-augment"])
+    assert (args.strides, args.blocks, args.sync_norm, args.augment) == ([1, 2], [1, 1], True, False)
+
+
 def test_a_real_ctrl_c_saves_the_position_and_the_run_resumes(cifar_sample, tmp_path, capsys):
     run = tmp_path / "run"  # CIFAR-10 sample here: the process then needs no scikit-learn (faster to start)
     job = subprocess.Popen([sys.executable, "-m", "minisnn.cli", "train", "--dataset", "cifar10", "--data-dir",
