@@ -230,6 +230,9 @@ def test_a_gpu_run_on_a_cpu_only_machine_says_device_cpu(run, capsys, monkeypatc
     for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):
         code, _, err = minisnn(capsys, *command)
         assert code == 2 and "saved on cuda:0" in err and "--device cpu" in err
+    for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):  # as told
+        code, _, err = minisnn(capsys, *command, "--device", "cpu")
+        assert code == 0, err
 
 
 def test_an_offline_download_says_what_happened(tmp_path, capsys, monkeypatch):
