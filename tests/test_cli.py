@@ -268,6 +268,20 @@ def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypat
     assert "resnet_small 32, plain 16" in shown and "cosine schedule is recomputed over the new total" in shown
 
 
+def test_doctor_exits_1_when_the_device_asked_for_does_not_work(capsys, monkeypatch):
+    from minisnn import doctor
+
+    def no_cupy():
+        raise DeviceError("CuPy is needed for the GPU but could not be imported: No module named 'cupy'")
+
+    monkeypatch.setattr(doctor, "cupy", no_cupy)
+    monkeypatch.setenv(backend.ENV_VAR, "cuda")
+    assert cli.main(["doctor"]) == 1
+    assert "default device: cuda:0" in capsys.readouterr().out
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    assert cli.main(["doctor"]) == 0
+
+
 def train_parser():
     return next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
 
