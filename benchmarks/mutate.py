@@ -47,7 +47,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# module file -> the fast test files that exercise it (the most specific first: -x stops at the first failure)
+# module file -> the fast test files (or single tests) that exercise it (the most specific first: -x stops at the
+# first failure)
 TESTS = {
     "minisnn/core.py": ["tests/test_core.py", "tests/test_basic_ops.py", "tests/test_partial_gradients.py"],
     "minisnn/functions/basic.py": ["tests/test_basic_ops.py", "tests/test_core.py", "tests/test_partial_gradients.py"],
@@ -61,7 +62,8 @@ TESTS = {
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
-    "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py"],
+    "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py",
+                       "tests/test_bench.py::test_cli_bench_prints_rows_and_a_table"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
     "minisnn/data/cifar10_dvs.py": ["tests/test_cifar10_dvs.py"],
     "minisnn/data/digits.py": ["tests/test_data.py"],
