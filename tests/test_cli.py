@@ -298,6 +298,14 @@ def test_train_help_documents_every_flag_under_its_heading_and_each_options_owne
     assert {"--epochs", "--sync-norm"} <= flags["training"] and {"--out", "--overwrite"} <= flags["the run"]
 
 
+def test_every_flag_of_train_eval_and_export_has_help():
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    for name in ("train", "eval", "export"):  # (bench's -T, --batch, --warmup and --device have none yet)
+        parser = commands[name]
+        for action in parser._actions:
+            assert not action.option_strings or action.help, f"minisnn {name} {action.option_strings} has no help"
+
+
 def test_list_flags_take_several_values_and_switches_take_none():
     args = train_parser().parse_args(["--strides", "1", "2", "--blocks", "1", "1", "--sync-norm", "--no-augment"])
     assert (args.strides, args.blocks, args.sync_norm, args.augment) == ([1, 2], [1, 1], True, False)
