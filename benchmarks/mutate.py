@@ -520,6 +520,20 @@ EXPLAINED = {
     "imagefolder.py:ImageBatches.batches: logic: len(pending) >= 2 * self.workers -> not len(pending) >= 2 * "
     "self.workers": (NW, "the pipeline starts one batch deep instead of two per worker: the same batches in the "
                          "same order, decoded with less overlap (speed only; benchmarks/imagefolder_throughput.py)"),
+    "experiment.py:_cifar10_test_split: argument: Dataset(..., augment=crop_and_flip) -> without augment": (
+        EQ, "this data set has no training images (eval and export read the test batch only); augment acts on "
+            "training batches alone"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='eval_batch_size') -> without dest": (
+        EQ, "argparse derives the same dest from --eval-batch-size"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='warmup_epochs') -> without dest": (
+        EQ, "argparse derives the same dest from --warmup-epochs"),
+    "cli.py:build_parser: argument: p.add_argument(..., dest='eval_batch_size') -> without dest": (
+        EQ, "argparse derives the same dest from --eval-batch-size"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('blocks')) -> without type": (
+        EQ, "the texts reach make_config, whose check takes integer text: the same one-line error naming "
+            "--blocks, exit 2, before any work (test_every_invalid_value_is_refused_before_any_work)"),
+    "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
+        NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),
