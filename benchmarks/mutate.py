@@ -529,9 +529,6 @@ EXPLAINED = {
         EQ, "argparse derives the same dest from --warmup-epochs"),
     "cli.py:build_parser: argument: p.add_argument(..., dest='eval_batch_size') -> without dest": (
         EQ, "argparse derives the same dest from --eval-batch-size"),
-    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('blocks')) -> without type": (
-        EQ, "the texts reach make_config, whose check takes integer text: the same one-line error naming "
-            "--blocks, exit 2, before any work (test_every_invalid_value_is_refused_before_any_work)"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint
