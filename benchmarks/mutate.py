@@ -69,7 +69,7 @@ TESTS = {
     "minisnn/data/digits.py": ["tests/test_data.py"],
     "minisnn/data/errors.py": ["tests/test_data.py"],
     "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
-    "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py"],
+    "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/transforms.py": ["tests/test_data.py"],
 }
@@ -517,6 +517,36 @@ EXPLAINED = {
             "following a resize; looks only, and tests write to no terminal"),
     # data
     "cifar10_dvs.py:bilinear_weights: argument: max(scale, 1.0) -> the two swapped": (EQ, "max is symmetric"),
+    "cifar10.py:md5_of: constant: False -> True": (
+        EQ, "hashlib.md5(usedforsecurity=True): the same digest; the flag matters only where OpenSSL runs in FIPS "
+            "mode"),
+    "cifar10.py:download_file: constant: 0 -> 1 #3": (
+        NW, "the progress bar of a restarted (not resumed) download starts at 1 byte instead of 0; the file is "
+            "written the same"),
+    "cifar10.py:download_file: argument: tqdm(..., total=int(size) + offset if size ...) -> without total": (
+        NW, "the progress bar shows no total; the file is written the same"),
+    "cifar10_dvs.py:_header_end: constant: 0 -> 1 #3": (
+        EQ, "find() starts at pos, where a '#' stands: the line end found is never at 0 (< 0 and < 1 agree)"),
+    "cifar10_dvs.py:monotonic_timestamps: argument: np.maximum.accumulate(..., out=unwrapped) -> without out": (
+        EQ, "the running maximum into a new array instead of in place: the same values and dtype"),
+    "cifar10_dvs.py:events_to_frames: argument: a.astype(..., copy=False) -> without copy": (
+        EQ, "a copy of arrays that are only read"),
+    "cifar10_dvs.py:events_to_frames: constant: False -> True": (EQ, "copy=True: a copy of arrays that are only read"),
+    "cifar10_dvs.py:report_skipped: argument: json.dumps(..., indent=1) -> without indent": (
+        NW, "skipped_records.json on one line instead of indented; the same content (tests read it back)"),
+    "imagefolder.py:list_split: argument: np.array(..., dtype=np.int64) -> without dtype": (
+        EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); ImageBatches converts again"),
+    "imagefolder.py:ImageBatches.__init__: argument: np.asarray(..., dtype=np.int64) -> without dtype": (
+        EQ, "the labels come as int64 from list_split already"),
+    "imagefolder.py:load_image: argument: np.asarray(..., dtype=np.uint8) -> without dtype": (
+        EQ, "an RGB Pillow image converts to uint8 by itself"),
+    "imagefolder.py:random_resized_box: compare: 0 < w <= width -> 0 < w < width": (
+        NW, "a drawn box exactly as wide as the image is refused and drawn again (or the fallback's centred box "
+            "taken): the boxes' distribution shifts slightly; no box leaves the image"),
+    "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1": (
+        NW, "a default of ImageBatches that ImageFolder.loader, its one caller, always passes explicitly"),
+    "imagefolder.py:ImageBatches.batches: operator: 2 * self.workers -> 2 / self.workers": (
+        NW, "a shallower decoding pipeline: the same batches in the same order (speed only)"),
     "imagefolder.py:ImageBatches.batches: logic: len(pending) >= 2 * self.workers -> not len(pending) >= 2 * "
     "self.workers": (NW, "the pipeline starts one batch deep instead of two per worker: the same batches in the "
                          "same order, decoded with less overlap (speed only; benchmarks/imagefolder_throughput.py)"),

@@ -158,6 +158,8 @@ def test_monotonic_timestamps_unwrap_and_lift_backward_steps():
                                   [PERIOD - 3, PERIOD - 1, PERIOD, PERIOD + 2, PERIOD + 2, PERIOD + 5])
     np.testing.assert_array_equal(dvs.monotonic_timestamps([100, 50, 120, 120, 90]), [100, 100, 120, 120, 120])
     assert dvs.monotonic_timestamps(np.array([], dtype=np.uint32)).dtype == np.int64
+    with pytest.raises(TypeError, match="timestamps must be integers"):
+        dvs.monotonic_timestamps([1.0, 2.5])
     twice = (np.arange(0, 3 * PERIOD, PERIOD // 4 + 1)) % PERIOD  # three wraps, steps just under 2**31
     np.testing.assert_array_equal(dvs.monotonic_timestamps(twice), np.arange(0, 3 * PERIOD, PERIOD // 4 + 1))
 
@@ -391,9 +393,10 @@ def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=4).files != test.files
 
 
-def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48(tmp_path):
+def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48_and_no_progress_means_silence(tmp_path, capsys):
     root = make_root(tmp_path, per_class=10, n_events=8)
     train_x, train_y, test_x, test_y = dvs.load_cifar10_dvs(root, progress=False)
+    assert capsys.readouterr() == ("", "")
     assert train_x.shape == (90, 10, 2, 48, 48) and test_x.shape == (10, 10, 2, 48, 48)
     assert dvs.CIFAR10DVS(root).cache_dir.name == "T10_number_even_sum48px"
 

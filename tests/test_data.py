@@ -1,4 +1,5 @@
 """Data layer: safe CIFAR-10 reading, checked download and extraction, transforms, seeded batches, digits."""
+import dataclasses
 import hashlib
 import io
 import os
@@ -102,7 +103,7 @@ def test_normalisation_constants_are_the_statistics_of_the_real_images(cifar_sam
     """CIFAR10_MEAN and CIFAR10_STD are the per-channel mean and standard deviation of all training pixels
     (/255). The 5,085 real images of the sample give them to within 0.003; the often copied std
     (0.2023, 0.1994, 0.2010) -- the mean of the per-image standard deviations -- misses by over 0.04."""
-    train_x = np.concatenate([read_batch(cifar_sample / "cifar-10-batches-py" / name)[0] for name in FILES[:5]])
+    train_x = np.concatenate([read_batch(str(cifar_sample / "cifar-10-batches-py" / name))[0] for name in FILES[:5]])
     pixels = train_x.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float32)
     mean, std = pixels.mean(axis=1) / 255, pixels.std(axis=1) / 255
     np.testing.assert_allclose(CIFAR10_MEAN, mean, atol=0.005)
@@ -374,6 +375,32 @@ def test_a_partial_file_that_already_holds_the_whole_download_is_finished_not_re
     assert dest.read_bytes() == payload and not (tmp_path / "file.bin.part").exists()
 
 
+def test_a_download_makes_its_folders_and_returns_the_files_path(tmp_path, monkeypatch):
+    payload = bytes(range(256)) * 4
+    dest = tmp_path / "new" / "cache" / "file.bin"
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload))
+    assert download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest()) == dest
+    assert dest.read_bytes() == payload
+
+
+def test_nothing_is_downloaded_unless_asked(tmp_path, monkeypatch):
+    def no_network(request, timeout=None):
+        raise AssertionError("a download was started without download=True")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    for call in (load_cifar10, cifar10.cifar10_folder):
+        with pytest.raises(DatasetError, match="To install CIFAR-10 by hand"):
+            call(tmp_path)
+
+
+def test_a_corrupt_archive_is_an_error_naming_it_and_leaves_no_folder(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    with pytest.raises(DatasetError, match=f"{archive}: cannot extract"):
+        extract_cifar10(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "cifar-10-batches-py").exists()
+
+
 def test_download_restarts_when_server_ignores_range(tmp_path, monkeypatch):
     payload = bytes(range(256)) * 40
     dest = tmp_path / "file.bin"
@@ -516,6 +543,16 @@ def test_a_data_sets_loaders_training_shuffled_by_its_seed_test_in_order_both_ma
     assert len(digits.loader("train", 100, drop_last=True)) == 1437 // 100
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         digits.loader("val", 100)
+
+
+def test_batch_iterator_takes_flat_feature_rows_and_a_data_set_is_read_only(cifar_sample):
+    it = BatchIterator(np.arange(12, dtype=np.float32).reshape(6, 2), np.arange(6), 4)
+    assert [x.shape for x, _ in it.batches()] == [(4, 2), (2, 2)]
+    with pytest.raises(ValueError, match="need images"):
+        BatchIterator(np.arange(6, dtype=np.float32), np.arange(6), 4)
+    data = get_dataset("cifar10", cifar_sample)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.mean = (0.5, 0.5, 0.5)  # a loader made earlier would normalise with the old values
 
 
 def test_batch_iterator_needs_mean_and_std_together():

@@ -13,7 +13,7 @@ from PIL import Image  # noqa: E402
 from minisnn.cli import main  # noqa: E402
 from minisnn.core import Tensor, no_grad  # noqa: E402
 from minisnn.data import DatasetError, get_dataset  # noqa: E402
-from minisnn.data.imagefolder import CROP_RATIO, centre_box, random_resized_box  # noqa: E402
+from minisnn.data.imagefolder import CROP_RATIO, ImageBatches, centre_box, random_resized_box  # noqa: E402
 from minisnn.models import build_model  # noqa: E402
 
 CLASSES = ("ant", "bee", "cow")
@@ -112,6 +112,16 @@ def test_batch_size_must_be_a_positive_int_and_one_image_per_batch_works(folder)
             data.loader("test", bad)
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         data.loader("val", 4)
+    with pytest.raises(ValueError, match="workers must be a non-negative int"):
+        ImageBatches(data.test_x, data.test_y, 4, size=8, train=False, workers=-1)
+
+
+def test_image_folders_without_pillow_say_how_to_install_it(folder, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    with pytest.raises(DatasetError, match=r"image folders need Pillow: pip install -e '\.\[imagenet\]'"):
+        get_dataset("imagefolder", data_dir=folder, workers=0)
 
 
 def test_an_image_folder_is_read_only_and_its_images_are_224_pixels_unless_asked(folder):
@@ -179,6 +189,14 @@ def test_an_image_too_elongated_for_any_random_box_gives_the_largest_centred_box
     # no box of 8 %..100 % of the area with ratio 3/4..4/3 fits: the ratio is clamped, 13 x 10 or 10 x 13,
     # centred: (1000 - 13) // 2 = 493
     assert random_resized_box(width, height, np.random.default_rng(0)) == box
+
+
+def test_random_resized_boxes_take_every_aspect_ratio_of_the_range():
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_box(400, 400, rng) for _ in range(200)]
+    ratios = np.array([(right - left) / (bottom - top) for left, top, right, bottom in boxes])
+    assert ratios.min() < 0.8 and ratios.max() > 1.25  # the range is 3/4 .. 4/3
+    assert np.mean(ratios < 1) == pytest.approx(0.5, abs=0.15)  # log-uniform: as many tall as wide
 
 
 def test_the_centre_box_is_the_central_square_of_the_resized_image():
