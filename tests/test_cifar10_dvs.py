@@ -401,6 +401,17 @@ def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48_and_no_progress
     assert dvs.CIFAR10DVS(root).cache_dir.name == "T10_number_even_sum48px"
 
 
+def test_the_cifar10_dvs_data_set_needs_its_folder_and_is_never_downloaded(tmp_path):
+    from minisnn.data import get_dataset
+    root = make_root(tmp_path, per_class=10, n_events=8)
+    data = get_dataset("cifar10-dvs", data_dir=root, T=2, size=8)
+    assert data.classes == dvs.CIFAR10_DVS_CLASSES and data.augment is dvs.shift_and_flip
+    assert data.train_x.shape == (90, 2, 2, 8, 8) and data.image_size == (8, 8)
+    for kwargs in ({"data_dir": None}, {"data_dir": root, "download": True}):
+        with pytest.raises(DatasetError, match="not downloaded automatically"):
+            get_dataset("cifar10-dvs", T=2, size=8, **kwargs)
+
+
 def test_dataset_items_are_the_frames_of_their_file(tmp_path):
     root = make_root(tmp_path, per_class=10)
     ds = dvs.CIFAR10DVS(root, T=5, split_by="time", size=42, train=False, seed=0, cache_dir=tmp_path / "c")

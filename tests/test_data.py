@@ -481,6 +481,8 @@ def test_random_flip_mirrors_about_half_and_is_its_own_inverse():
     kept = np.array([np.array_equal(o, b) for o, b in zip(out, batch)])
     assert np.all(flipped | kept) and 60 < flipped.sum() < 140
     assert np.array_equal(random_flip(out, np.random.default_rng(7)), batch)
+    with pytest.raises(TypeError, match="Generator"):
+        random_flip(batch, 7)  # a seed where a Generator belongs: refused, not silently used
 
 
 # ------------------------------------------------------------------ batch iteration
