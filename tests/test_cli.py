@@ -137,6 +137,18 @@ def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_
             make_config(T=bad)
     with pytest.raises(experiment.ConfigError, match="--depth must be an integer >= 1, got 0"):
         make_config(model="plain", model_args={"depth": 0})
+    folder = {"dataset": "imagefolder", "data_dir": "images"}
+    assert make_config(**folder, dataset_args={"image_size": 8})["dataset_args"] == {"image_size": 8}
+    for bad in (7, 4097):
+        with pytest.raises(experiment.ConfigError, match=f"--image-size must be an integer in 8..4096, got {bad}"):
+            make_config(**folder, dataset_args={"image_size": bad})
+
+
+def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "1")
+    assert code == 2 and "--epochs 1: the run in" in err and "has done 1 epochs already; give more than 1" in err
+    assert snapshot(run) == before
 
 
 def test_a_misspelt_config_key_is_refused_naming_it_and_the_known_ones():
