@@ -568,6 +568,13 @@ EXPLAINED = {
         EQ, "argparse derives the same dest from --warmup-epochs"),
     "cli.py:build_parser: argument: p.add_argument(..., dest='eval_batch_size') -> without dest": (
         EQ, "argparse derives the same dest from --eval-batch-size"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('model')) -> without type": (
+        EQ, "the text reaches make_config, which runs the same check: the same value, or the same one-line error "
+            "naming --model before any work"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('norm')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('weight_decay')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same float (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint

@@ -144,6 +144,24 @@ def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_
             make_config(**folder, dataset_args={"image_size": bad})
 
 
+def test_a_diverging_run_exits_3_with_one_line_naming_the_fix(tmp_path, capsys):
+    with np.errstate(over="ignore", invalid="ignore"):
+        code, _, err = minisnn(capsys, "train", *TINY, "--optimizer", "sgd", "--lr", "1e30", "--out", tmp_path / "run")
+    assert code == cli.EXIT_DIVERGED == 3
+    assert "training diverged at epoch 1" in err and "start again with a lower --lr" in err
+
+
+def test_export_writes_the_time_step_it_is_given(run, tmp_path, capsys):
+    nir = pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    taus = []
+    for dt in ("1e-4", "1e-3"):
+        code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / f"{dt}.nir", "--dt", dt)
+        graph = nir.read(tmp_path / f"{dt}.nir")
+        taus.append(next(node.tau for node in graph.nodes.values() if isinstance(node, nir.LIF)))
+        assert code == 0
+    np.testing.assert_allclose(taus[1], 10 * taus[0], rtol=1e-12)  # tau = dt / (1 - tau_decay)
+
+
 def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
     before = snapshot(run)
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "1")
