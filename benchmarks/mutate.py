@@ -526,6 +526,8 @@ EXPLAINED = {
             "following a resize; looks only, and tests write to no terminal"),
     # data
     "cifar10_dvs.py:bilinear_weights: argument: max(scale, 1.0) -> the two swapped": (EQ, "max is symmetric"),
+    "cifar10.py:read_batch: statement: path = Path(path) -> pass": (
+        EQ, "every later use of the path (open, the messages) takes text as well"),
     "cifar10.py:md5_of: constant: False -> True": (
         EQ, "hashlib.md5(usedforsecurity=True): the same digest; the flag matters only where OpenSSL runs in FIPS "
             "mode"),

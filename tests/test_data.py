@@ -103,7 +103,7 @@ def test_normalisation_constants_are_the_statistics_of_the_real_images(cifar_sam
     """CIFAR10_MEAN and CIFAR10_STD are the per-channel mean and standard deviation of all training pixels
     (/255). The 5,085 real images of the sample give them to within 0.003; the often copied std
     (0.2023, 0.1994, 0.2010) -- the mean of the per-image standard deviations -- misses by over 0.04."""
-    train_x = np.concatenate([read_batch(str(cifar_sample / "cifar-10-batches-py" / name))[0] for name in FILES[:5]])
+    train_x = np.concatenate([read_batch(cifar_sample / "cifar-10-batches-py" / name)[0] for name in FILES[:5]])
     pixels = train_x.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float32)
     mean, std = pixels.mean(axis=1) / 255, pixels.std(axis=1) / 255
     np.testing.assert_allclose(CIFAR10_MEAN, mean, atol=0.005)
