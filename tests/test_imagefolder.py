@@ -104,7 +104,7 @@ def test_the_training_order_follows_the_loaders_seed_and_the_test_order_is_the_f
     assert list(data.loader("test", 4, seed=1).order(0)) == list(range(len(data.test_y)))
 
 
-def test_batch_size_must_be_a_positive_int_and_one_image_per_batch_works(folder):
+def test_bad_batch_sizes_splits_and_worker_counts_are_refused_and_one_image_per_batch_works(folder):
     data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
     assert [len(y) for _, y in data.loader("test", 1).batches()] == [1] * 6
     for bad in (0, -1, 2.0):
