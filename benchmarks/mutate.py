@@ -528,6 +528,28 @@ EXPLAINED = {
     "cifar10_dvs.py:bilinear_weights: argument: max(scale, 1.0) -> the two swapped": (EQ, "max is symmetric"),
     "cifar10.py:read_batch: statement: path = Path(path) -> pass": (
         EQ, "every later use of the path (open, the messages) takes text as well"),
+    "cifar10.py:download_file: constant: 30 -> 31": (NW, "the default timeout, in seconds"),
+    "cifar10.py:download_file: argument: tqdm(..., unit='B') -> without unit": (NW, "the progress bar's unit"),
+    "cifar10.py:download_file: constant: False -> True": (NW, "tqdm(leave=True): the finished bar stays on screen"),
+    "cifar10_dvs.py:read_aedat: argument: np.invert(..., out=address) -> without out": (
+        EQ, "a new array instead of in place; address is not read afterwards"),
+    "cifar10_dvs.py:_slice_starts: argument: np.minimum(k, n % T) -> the two swapped": (EQ, "minimum is symmetric"),
+    "cifar10_dvs.py:split_files: constant: True -> False": (EQ, "a default that both callers pass explicitly"),
+    "imagefolder.py:list_split: statement: folder = Path(folder) -> pass": (
+        EQ, "its one caller, load_image_folder, passes a Path"),
+    "imagefolder.py:random_resized_box: constant: 0 -> 1 #2": (
+        NW, "boxes one pixel high are refused and drawn again (or the fallback box taken); none leaves the image"),
+    "imagefolder.py:decode_batch: constant: 1 -> 0": (
+        NW, "the crops come from another fixed random stream: as reproducible and per image, other values"),
+    "imagefolder.py:ImageBatches.batches: constant: True -> False #2": (
+        NW, "shutdown without cancel_futures: when the reader stops early, queued decodes finish first (a "
+            "slower exit, the same batches)"),
+    "imagefolder.py:load_image_folder: constant: 2 -> 3": (EQ, "a default that its caller always passes"),
+    "imagefolder.py:load_image_folder: compare: size < 1 -> size <= 1": (
+        NW, "images of 1 x 1 pixel are refused too; the config allows 8..4096"),
+    "shards.py:shard_rows: constant: 1 -> 0": (EQ, "size 0 is refused all the same by 0 <= rank < size"),
+    "transforms.py:random_flip: compare: rng.random(batch.shape[0]) < 0.5 -> rng.random(batch.shape[0]) <= 0.5": (
+        EQ, "differs only for a draw of exactly 0.5 (probability 2**-53 per image)"),
     "cifar10.py:md5_of: constant: False -> True": (
         EQ, "hashlib.md5(usedforsecurity=True): the same digest; the flag matters only where OpenSSL runs in FIPS "
             "mode"),

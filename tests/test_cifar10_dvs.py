@@ -320,8 +320,11 @@ def test_events_to_frames_rejects_bad_arguments():
         dvs.events_to_frames(t, x, y, p, 2, "count")
     with pytest.raises(ValueError, match="T must be a positive int"):
         dvs.events_to_frames(t, x, y, p, 0)
-    with pytest.raises(ValueError, match="size must be an int in 1..128"):
-        dvs.events_to_frames(t, x, y, p, 2, size=129)
+    for size in (0, 129):
+        with pytest.raises(ValueError, match="size must be an int in 1..128"):
+            dvs.events_to_frames(t, x, y, p, 2, size=size)
+    with pytest.raises(ValueError, match="p in {0, 1}"):
+        dvs.events_to_frames(t, x, y, [0, 2], 2)
     with pytest.raises(ValueError, match="split_rule must be one of"):
         dvs.events_to_frames(t, x, y, p, 2, split_rule="tonic")
     with pytest.raises(ValueError, match="resize must be one of"):
@@ -380,13 +383,12 @@ def make_root(tmp_path, per_class=10, n_events=64, seed=0):
 
 def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     root = make_root(tmp_path, per_class=20, n_events=4)
-    for i in range(20, 25):  # 25 cat recordings: ceil(25 / 10) = 3 go to the test split
-        dvs.write_aedat(root / "cat" / f"cifar10_cat_{i}.aedat", [0], [0], [0], [0])
+    dvs.write_aedat(root / "cat" / "cifar10_cat_20.aedat", [0], [0], [0], [0])  # 21 cats: ceil(21 / 10) = 3 test
     train = dvs.CIFAR10DVS(root, T=2, size=8, train=True, seed=3)
     test = dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=3)
-    np.testing.assert_array_equal(np.bincount(train.labels), [18, 18, 18, 22, 18, 18, 18, 18, 18, 18])
+    np.testing.assert_array_equal(np.bincount(train.labels), [18] * 10)
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 2, 2, 3, 2, 2, 2, 2, 2, 2])
-    assert set(train.files).isdisjoint(test.files) and len(set(train.files) | set(test.files)) == 205
+    assert set(train.files).isdisjoint(test.files) and len(set(train.files) | set(test.files)) == 201
     for ds in (train, test):  # a label names its recording's class folder, through the data set's own classes
         assert all(f.parent.name == ds.classes[k] for f, k in zip(ds.files, ds.labels))
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=3).files == test.files
@@ -407,6 +409,10 @@ def test_the_cifar10_dvs_data_set_needs_its_folder_and_is_never_downloaded(tmp_p
     data = get_dataset("cifar10-dvs", data_dir=root, T=2, size=8)
     assert data.classes == dvs.CIFAR10_DVS_CLASSES and data.augment is dvs.shift_and_flip
     assert data.train_x.shape == (90, 2, 2, 8, 8) and data.image_size == (8, 8)
+    x, _ = next(data.loader("test", 4).batches())
+    np.testing.assert_array_equal(x, data.test_x[:4])  # event counts go in as they are: no normalisation
+    bilinear = get_dataset("cifar10-dvs", data_dir=root, T=2, size=8, resize="bilinear")
+    assert not np.array_equal(bilinear.train_x, data.train_x)  # --dvs-resize reaches the frames
     for kwargs in ({"data_dir": None}, {"data_dir": root, "download": True}):
         with pytest.raises(DatasetError, match="not downloaded automatically"):
             get_dataset("cifar10-dvs", T=2, size=8, **kwargs)

@@ -401,6 +401,25 @@ def test_a_corrupt_archive_is_an_error_naming_it_and_leaves_no_folder(tmp_path):
     assert not (tmp_path / "out" / "cifar-10-batches-py").exists()
 
 
+def test_a_download_passes_its_timeout_and_an_http_error_is_named(tmp_path, monkeypatch):
+    payload, seen = b"x" * 100, []
+
+    def server(request, timeout=None):
+        seen.append(timeout)
+        return fake_server(payload)(request, timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    download_file("https://example.invalid/file.bin", tmp_path / "f.bin", hashlib.md5(payload).hexdigest(), timeout=7)
+    assert seen == [7]  # a stalled server gives up after it, never hangs
+
+    def missing(request, timeout=None):
+        raise urllib.error.HTTPError(request.full_url, 404, "Not Found", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", missing)
+    with pytest.raises(DatasetError, match="download of https://example.invalid/g.bin failed: HTTP 404 Not Found"):
+        download_file("https://example.invalid/g.bin", tmp_path / "g.bin", "0" * 32)
+
+
 def test_download_restarts_when_server_ignores_range(tmp_path, monkeypatch):
     payload = bytes(range(256)) * 40
     dest = tmp_path / "file.bin"
@@ -555,6 +574,14 @@ def test_batch_iterator_takes_flat_feature_rows_and_a_data_set_is_read_only(cifa
     data = get_dataset("cifar10", cifar_sample)
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.mean = (0.5, 0.5, 0.5)  # a loader made earlier would normalise with the old values
+
+
+def test_batches_refuse_a_negative_epoch_or_start_and_normalize_takes_one_image():
+    it = BatchIterator(np.zeros((4, 1, 2, 2), np.float32), np.arange(4), 2)
+    for epoch, start in ((-1, 0), (0, -1), (0.5, 0)):
+        with pytest.raises(ValueError, match="epoch and start must be non-negative ints"):
+            next(it.batches(epoch, start))
+    assert normalize(np.full((2, 1, 1), 255, np.uint8), (0.0, 0.5), (1.0, 0.5)).tolist() == [[[1.0]], [[1.0]]]
 
 
 def test_batch_iterator_needs_mean_and_std_together():

@@ -114,6 +114,8 @@ def test_bad_batch_sizes_splits_and_worker_counts_are_refused_and_one_image_per_
         data.loader("val", 4)
     with pytest.raises(ValueError, match="workers must be a non-negative int"):
         ImageBatches(data.test_x, data.test_y, 4, size=8, train=False, workers=-1)
+    with pytest.raises(ValueError, match="workers must be a non-negative int"):
+        get_dataset("imagefolder", data_dir=folder, workers=-1)
 
 
 def test_image_folders_without_pillow_say_how_to_install_it(folder, monkeypatch):
