@@ -418,6 +418,21 @@ def test_the_cifar10_dvs_data_set_needs_its_folder_and_is_never_downloaded(tmp_p
             get_dataset("cifar10-dvs", T=2, size=8, **kwargs)
 
 
+def test_a_frame_cache_that_is_not_ours_is_named_and_never_used(tmp_path):
+    source = tmp_path / "rec.aedat"
+    dvs.write_aedat(source, *random_events(np.random.default_rng(0), 50))
+    cache = tmp_path / "cache.npz"
+    frames, _ = dvs.cached_frames(source, cache, 2, size=8)
+    assert frames.dtype == np.float32 and frames.shape == (2, 2, 8, 8)
+    for wrong in (frames.astype(np.float64), frames[:, :, :4]):  # another dtype, another size
+        np.savez(cache, frames=wrong, skipped=np.int64(0))
+        with pytest.raises(DatasetError, match=f"{cache}: cached frames are .*expected float32.*delete it"):
+            dvs.cached_frames(source, cache, 2, size=8)
+    cache.write_bytes(b"not an npz")
+    with pytest.raises(DatasetError, match="unreadable frame cache"):
+        dvs.cached_frames(source, cache, 2, size=8)
+
+
 def test_dataset_items_are_the_frames_of_their_file(tmp_path):
     root = make_root(tmp_path, per_class=10)
     ds = dvs.CIFAR10DVS(root, T=5, split_by="time", size=42, train=False, seed=0, cache_dir=tmp_path / "c")
