@@ -94,6 +94,28 @@ def test_max(x, data, keepdims):
     gradcheck(lambda t: F.max(t, axis, keepdims), x)
 
 
+def test_max_splits_the_gradient_evenly_between_ties():
+    x = Tensor(np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]]), requires_grad=True)
+    y = F.max(x, axis=1)
+    assert y.data.tolist() == [3.0, 2.0]
+    (y * np.array([1.0, 6.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.5, 0.5], [2.0, 2.0, 2.0]])
+    x.zero_grad()
+    F.max(x, axis=0, keepdims=True).sum().backward()  # columns: 2 beats 1; 3 beats 2 twice
+    np.testing.assert_array_equal(x.grad, [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    x.zero_grad()
+    F.max(x).backward()  # over everything: two 3s share the one gradient
+    np.testing.assert_array_equal(x.grad, [[0.0, 0.5, 0.5], [0.0, 0.0, 0.0]])
+
+
+def test_clip_passes_the_gradient_at_its_bounds_and_blocks_it_outside():
+    x = Tensor(np.array([-2.0, -1.0, -0.5, 1.0, 3.0]), requires_grad=True)
+    y = F.clip(x, -1.0, 1.0)
+    assert y.data.tolist() == [-1.0, -1.0, -0.5, 1.0, 1.0]
+    (y * np.array([1.0, 2.0, 3.0, 4.0, 5.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 2.0, 3.0, 4.0, 0.0])
+
+
 @EXAMPLES
 @given(broadcast_pair())
 def test_broadcast_to_and_sum_to(pair):
@@ -119,9 +141,23 @@ def test_getitem(x, data):
 def test_concatenate_and_stack(sizes, width, data):
     xs = [data.draw(values((n, width))) for n in sizes]
     gradcheck(lambda *ts: F.concatenate(ts, axis=0), *xs)
+    gradcheck(lambda *ts: F.concatenate(ts, axis=1), *[x.T.copy() for x in xs])
     same = [data.draw(values((2, width))) for _ in sizes]
     axis = data.draw(st.integers(0, 2))
     gradcheck(lambda *ts: F.stack(ts, axis=axis), *same)
+
+
+def test_matmul_refuses_arrays_that_are_not_2d():
+    for a, b in ((np.ones(3), np.ones((3, 2))), (np.ones((2, 3)), np.ones(3)), (np.ones((1, 2, 3)), np.ones((3, 2)))):
+        with pytest.raises(ValueError, match="matmul expects 2-D arrays"):
+            F.matmul(Tensor(a), Tensor(b))
+
+
+def test_broadcasting_against_an_empty_batch_gives_zero_gradients_of_the_right_shape():
+    x = Tensor(np.ones((0, 3)), requires_grad=True)
+    b = Tensor(np.ones((1, 3)), requires_grad=True)
+    (x * b + b).sum().backward()
+    assert x.grad.shape == (0, 3) and b.grad.tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_gradcheck_catches_a_wrong_backward():
@@ -151,3 +187,49 @@ def test_operators_dispatch_to_the_ops():
     # d/da of sum(a @ a.T) = ones @ a + ones^T @ a
     expected = (2 - 2 * x) / 2 + 2 * x + 1 - 1 / (x + 1) ** 2 + ones @ x + ones.T @ x
     np.testing.assert_allclose(a.grad, expected, rtol=1e-12)
+
+
+def test_tensor_methods_take_shapes_and_axes_as_arguments_or_one_sequence():
+    x = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    for y in (x.reshape(3, 2), x.reshape((3, 2)), x.reshape([3, 2])):
+        assert y.shape == (3, 2) and y.data.tolist() == [[0, 1], [2, 3], [4, 5]]
+    for y in (x.transpose(), x.transpose(1, 0), x.transpose((1, 0)), x.transpose([1, 0]), x.T):
+        assert y.data.tolist() == [[0, 3], [1, 4], [2, 5]]
+    cube = Tensor(np.zeros((2, 3, 4)))
+    assert cube.transpose(2, 0, 1).shape == (4, 2, 3) and cube.transpose((1, 2, 0)).shape == (3, 4, 2)
+    (x.reshape(6) * np.arange(6.0)).sum().backward()
+    assert x.grad.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_reductions_and_joins_have_the_documented_defaults():
+    x = Tensor(np.arange(6.0).reshape(2, 3))
+    assert x.sum().shape == () and x.mean().shape == () and F.max(x).shape == ()
+    assert F.Sum()(x).shape == () and F.Mean()(x).shape == () and F.Max()(x).shape == ()
+    assert F.sum(x, axis=1).shape == (2,) and F.mean(x, axis=0).shape == (3,) and F.max(x, axis=1).shape == (2,)
+    assert F.concatenate([x, x]).shape == (4, 3) and F.stack([x, x]).shape == (2, 2, 3)
+
+
+def test_a_reshape_broadcast_or_sum_to_the_same_shape_is_the_tensor_itself():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    assert F.reshape(x, (2, 3)) is x and F.broadcast_to(x, (2, 3)) is x and F.sum_to(x, (2, 3)) is x
+    assert F.reshape(x, (3, 2)).creator is not None and F.broadcast_to(x, (4, 2, 3)).shape == (4, 2, 3)
+    assert F.sum_to(x, (1, 3)).data.tolist() == [[2.0, 2.0, 2.0]]
+    raw = np.ones((2, 3))
+    for same in (F.reshape(raw, (2, 3)), F.broadcast_to(raw, (2, 3)), F.sum_to(raw, (2, 3))):
+        assert isinstance(same, Tensor) and same.shape == (2, 3)  # a raw array is wrapped, whatever its shape
+    assert F.sum_to(raw, (3,)).data.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_repeat_over_time_presents_the_input_at_every_step_and_sums_the_gradients():
+    x = Tensor(np.array([[1.0, 2.0]]), requires_grad=True)
+    y = F.repeat_over_time(x, 3)
+    assert y.shape == (3, 1, 2) and all(y.data[t].tolist() == [[1.0, 2.0]] for t in range(3))
+    (y * np.arange(3.0)[:, None, None]).sum().backward()
+    assert x.grad.tolist() == [[3.0, 3.0]]
+    assert F.repeat_over_time(np.zeros((4, 5)), 2).shape == (2, 4, 5)  # a raw array works too
+
+
+def test_getitem_with_a_mixed_index_accumulates_repeated_positions():
+    x = Tensor(np.zeros((2, 3)), requires_grad=True)
+    F.getitem(x, (1, np.array([2, 2, 0]))).sum().backward()
+    assert x.grad.tolist() == [[0.0, 0.0, 0.0], [1.0, 0.0, 2.0]]

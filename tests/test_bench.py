@@ -67,7 +67,9 @@ def test_measure_step_reports_figures_and_trains():
     assert row["images_per_s"] == pytest.approx(2 / row["step_s"])
     assert row["gflops"] == pytest.approx(6 * row["forward_macs"] / row["step_s"] / 1e9)
     assert row["gemm_gflops"] > 0 and row["gemm_fraction"] == pytest.approx(row["gflops"] / row["gemm_gflops"])
-    assert row["peak_rss_mb"] >= row["base_rss_mb"] > 0
+    # the kernel keeps a process's RSS in per-CPU counters that it reads approximately: the peak may read a
+    # few pages below the current size measured a moment earlier
+    assert row["base_rss_mb"] > 0 and row["peak_rss_mb"] > row["base_rss_mb"] - 1
     assert np.isfinite(row["loss"])
 
 

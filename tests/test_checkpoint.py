@@ -45,17 +45,85 @@ def test_the_temp_file_is_beside_the_target_and_synced_before_the_rename(tmp_pat
         return fd, name
 
     monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: (events.append(("fsync", fd)), real_fsync(fd)))
+    monkeypatch.setattr(checkpoint.os, "fsync",
+                        lambda fd: (events.append(("fsync", fd, os.fstat(fd).st_size)), real_fsync(fd)))
     monkeypatch.setattr(checkpoint.os, "replace",
                         lambda src, dst: (events.append(("replace", str(src), str(dst))), real_replace(src, dst)))
-    target = tmp_path / "run" / "last.npz"
-    save_good(target)
-    (_, fd, temp), = [e for e in events if e[0] == "create"]
-    (_, src, dst), = [e for e in events if e[0] == "replace"]
-    assert (src, dst) == (temp, str(target)) and os.path.dirname(temp) == str(target.parent)
-    rename_at = events.index(("replace", src, dst))
-    assert ("fsync", fd) in events[:rename_at]  # the data reach the disk before the name points at them
-    assert any(e[0] == "fsync" for e in events[rename_at:])  # and the folder after the rename
+    for target, write in ((tmp_path / "run" / "last.npz", save_good),
+                          (tmp_path / "run" / "metrics.jsonl",  # a plain write stays in Python's buffer unless flushed
+                           lambda path: checkpoint.atomic_write(path, lambda f: f.write(b'{"epoch": 1}\n')))):
+        events.clear()
+        write(target)
+        (_, fd, temp), = [e for e in events if e[0] == "create"]
+        (_, src, dst), = [e for e in events if e[0] == "replace"]
+        assert (src, dst) == (temp, str(target)) and os.path.dirname(temp) == str(target.parent)
+        rename_at = events.index(("replace", src, dst))
+        # all the data, flushed from Python's buffer, reach the disk before the name points at them
+        assert ("fsync", fd, target.stat().st_size) in events[:rename_at]
+        assert any(e[0] == "fsync" for e in events[rename_at:])  # and the folder after the rename
+
+
+def test_a_save_leaves_the_umask_and_the_open_files_as_they_were(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        for k in range(3):
+            save_good(tmp_path / "last.npz", float(k))
+        assert os.umask(0o027) == 0o027  # the process's umask is read, not changed
+        if fds is not None:
+            assert len(os.listdir("/proc/self/fd")) == fds  # no file or folder descriptor left open
+        assert stat.S_IMODE((tmp_path / "last.npz").stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
+
+
+def test_a_temp_file_is_hidden_beside_its_target_and_recognised_as_stale(tmp_path):
+    seen = []
+    checkpoint.atomic_write(tmp_path / "last.npz", lambda f: seen.extend(p.name for p in tmp_path.iterdir()))
+    (temp,) = seen
+    assert temp.startswith(".last.npz.") and temp.endswith(".tmp")
+    (tmp_path / temp).write_bytes(b"left by a killed process")
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
+
+
+def test_paths_may_be_strings_and_missing_folders_are_made(tmp_path):
+    path = tmp_path / "runs" / "a" / "last.npz"
+    save_good(str(path), 3.0)
+    assert load_checkpoint(str(path))["model"]["w"].tolist() == [3.0] * 3
+    assert read_meta(str(path)) == META
+
+
+def test_unknown_groups_and_folders_are_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown checkpoint group 'weights'"):
+        save_checkpoint(tmp_path / "last.npz", META, weights={"w": np.ones(2)})
+    assert not (tmp_path / "last.npz").exists()
+    with pytest.raises(CheckpointError, match="that is a folder; give the .npz file in it"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="not found") as err:
+        load_checkpoint(tmp_path / "missing.npz")
+    assert "that is a folder" not in str(err.value)
+
+
+@pytest.mark.parametrize("meta, says", [
+    (None, r"an \.npz archive but not a minisnn checkpoint \(no meta\)"),
+    ("[1, 2]", "holds no run configuration"),
+    ('{"epoch": 3}', "holds no run configuration"),
+    ('{"config": [1]}', "holds no run configuration"),
+    ("not json", "cannot read checkpoint"),
+])
+def test_an_npz_that_is_not_a_checkpoint_is_named_as_such(tmp_path, meta, says):
+    path = tmp_path / "other.npz"
+    np.savez(path, **({"meta": np.array(meta)} if meta is not None else {}), **{"model/w": np.ones(2)})
+    for read in (load_checkpoint, read_meta):
+        with pytest.raises(CheckpointError, match=says):
+            read(path)
+
+
+def test_scalars_turns_zero_dimensional_arrays_into_numbers():
+    out = checkpoint.scalars({"lr": np.array(0.5), "steps": np.array(7), "slot": np.arange(2), "given": 3})
+    assert out["lr"] == 0.5 and type(out["lr"]) is float and out["steps"] == 7 and type(out["steps"]) is int
+    assert out["slot"].tolist() == [0, 1] and out["given"] == 3
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
@@ -88,7 +156,8 @@ def test_loading_refuses_pickles_and_reports_truncation_and_absence(tmp_path):
         load_checkpoint(tmp_path / "missing.npz")
 
 
-@pytest.mark.parametrize("content, says", [(b"", "empty"), (os.urandom(300), "not a minisnn checkpoint")])
+@pytest.mark.parametrize("content, says", [(b"", r"is empty \(0 bytes\)"),
+                                           (os.urandom(300), r"is not a minisnn checkpoint \(not an \.npz")])
 def test_empty_or_foreign_files_are_named_as_such(tmp_path, content, says):
     path = tmp_path / "last.npz"
     path.write_bytes(content)

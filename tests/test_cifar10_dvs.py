@@ -158,6 +158,8 @@ def test_monotonic_timestamps_unwrap_and_lift_backward_steps():
                                   [PERIOD - 3, PERIOD - 1, PERIOD, PERIOD + 2, PERIOD + 2, PERIOD + 5])
     np.testing.assert_array_equal(dvs.monotonic_timestamps([100, 50, 120, 120, 90]), [100, 100, 120, 120, 120])
     assert dvs.monotonic_timestamps(np.array([], dtype=np.uint32)).dtype == np.int64
+    with pytest.raises(TypeError, match="timestamps must be integers"):
+        dvs.monotonic_timestamps([1.0, 2.5])
     twice = (np.arange(0, 3 * PERIOD, PERIOD // 4 + 1)) % PERIOD  # three wraps, steps just under 2**31
     np.testing.assert_array_equal(dvs.monotonic_timestamps(twice), np.arange(0, 3 * PERIOD, PERIOD // 4 + 1))
 
@@ -278,6 +280,12 @@ def test_bilinear_weights_on_a_worked_example():
                                   dvs.events_to_frames(*events, 2, size=128, resize="sum"))
 
 
+def test_bilinear_weights_enlarging_keep_the_triangle_one_input_pixel_wide():
+    """2 -> 4 pixels: s = 1/2, centres 1/4, 3/4, 5/4, 7/4 in input pixels; the half-width is max(s, 1) = 1."""
+    np.testing.assert_allclose(dvs.bilinear_weights(4, in_size=2),
+                               [[1, 0], [3 / 4, 1 / 4], [1 / 4, 3 / 4], [0, 1]], rtol=1e-12)
+
+
 @pytest.mark.parametrize("size", [1, 42, 48, 100])
 def test_resizing_keeps_the_events(size):
     rng = np.random.default_rng(size)
@@ -312,8 +320,11 @@ def test_events_to_frames_rejects_bad_arguments():
         dvs.events_to_frames(t, x, y, p, 2, "count")
     with pytest.raises(ValueError, match="T must be a positive int"):
         dvs.events_to_frames(t, x, y, p, 0)
-    with pytest.raises(ValueError, match="size must be an int in 1..128"):
-        dvs.events_to_frames(t, x, y, p, 2, size=129)
+    for size in (0, 129):
+        with pytest.raises(ValueError, match="size must be an int in 1..128"):
+            dvs.events_to_frames(t, x, y, p, 2, size=size)
+    with pytest.raises(ValueError, match="p in {0, 1}"):
+        dvs.events_to_frames(t, x, y, [0, 2], 2)
     with pytest.raises(ValueError, match="split_rule must be one of"):
         dvs.events_to_frames(t, x, y, p, 2, split_rule="tonic")
     with pytest.raises(ValueError, match="resize must be one of"):
@@ -372,17 +383,54 @@ def make_root(tmp_path, per_class=10, n_events=64, seed=0):
 
 def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     root = make_root(tmp_path, per_class=20, n_events=4)
-    for i in range(20, 25):  # 25 cat recordings: ceil(25 / 10) = 3 go to the test split
-        dvs.write_aedat(root / "cat" / f"cifar10_cat_{i}.aedat", [0], [0], [0], [0])
+    dvs.write_aedat(root / "cat" / "cifar10_cat_20.aedat", [0], [0], [0], [0])  # 21 cats: ceil(21 / 10) = 3 test
     train = dvs.CIFAR10DVS(root, T=2, size=8, train=True, seed=3)
     test = dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=3)
-    np.testing.assert_array_equal(np.bincount(train.labels), [18, 18, 18, 22, 18, 18, 18, 18, 18, 18])
+    np.testing.assert_array_equal(np.bincount(train.labels), [18] * 10)
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 2, 2, 3, 2, 2, 2, 2, 2, 2])
-    assert set(train.files).isdisjoint(test.files) and len(set(train.files) | set(test.files)) == 205
-    for files, labels in ((train.files, train.labels), (test.files, test.labels)):
-        assert all(f.parent.name == dvs.CIFAR10_DVS_CLASSES[k] for f, k in zip(files, labels))
+    assert set(train.files).isdisjoint(test.files) and len(set(train.files) | set(test.files)) == 201
+    for ds in (train, test):  # a label names its recording's class folder, through the data set's own classes
+        assert all(f.parent.name == ds.classes[k] for f, k in zip(ds.files, ds.labels))
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=3).files == test.files
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=4).files != test.files
+
+
+def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48_and_no_progress_means_silence(tmp_path, capsys):
+    root = make_root(tmp_path, per_class=10, n_events=8)
+    train_x, train_y, test_x, test_y = dvs.load_cifar10_dvs(root, progress=False)
+    assert capsys.readouterr() == ("", "")
+    assert train_x.shape == (90, 10, 2, 48, 48) and test_x.shape == (10, 10, 2, 48, 48)
+    assert dvs.CIFAR10DVS(root).cache_dir.name == "T10_number_even_sum48px"
+
+
+def test_the_cifar10_dvs_data_set_needs_its_folder_and_is_never_downloaded(tmp_path):
+    from minisnn.data import get_dataset
+    root = make_root(tmp_path, per_class=10, n_events=8)
+    data = get_dataset("cifar10-dvs", data_dir=root, T=2, size=8)
+    assert data.classes == dvs.CIFAR10_DVS_CLASSES and data.augment is dvs.shift_and_flip
+    assert data.train_x.shape == (90, 2, 2, 8, 8) and data.image_size == (8, 8)
+    x, _ = next(data.loader("test", 4).batches())
+    np.testing.assert_array_equal(x, data.test_x[:4])  # event counts go in as they are: no normalisation
+    bilinear = get_dataset("cifar10-dvs", data_dir=root, T=2, size=8, resize="bilinear")
+    assert not np.array_equal(bilinear.train_x, data.train_x)  # --dvs-resize reaches the frames
+    for kwargs in ({"data_dir": None}, {"data_dir": root, "download": True}):
+        with pytest.raises(DatasetError, match="not downloaded automatically"):
+            get_dataset("cifar10-dvs", T=2, size=8, **kwargs)
+
+
+def test_a_frame_cache_that_is_not_ours_is_named_and_never_used(tmp_path):
+    source = tmp_path / "rec.aedat"
+    dvs.write_aedat(source, *random_events(np.random.default_rng(0), 50))
+    cache = tmp_path / "cache.npz"
+    frames, _ = dvs.cached_frames(source, cache, 2, size=8)
+    assert frames.dtype == np.float32 and frames.shape == (2, 2, 8, 8)
+    for wrong in (frames.astype(np.float64), frames[:, :, :4]):  # another dtype, another size
+        np.savez(cache, frames=wrong, skipped=np.int64(0))
+        with pytest.raises(DatasetError, match=f"{cache}: cached frames are .*expected float32.*delete it"):
+            dvs.cached_frames(source, cache, 2, size=8)
+    cache.write_bytes(b"not an npz")
+    with pytest.raises(DatasetError, match="unreadable frame cache"):
+        dvs.cached_frames(source, cache, 2, size=8)
 
 
 def test_dataset_items_are_the_frames_of_their_file(tmp_path):

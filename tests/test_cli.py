@@ -129,6 +129,51 @@ INVALID = [  # (flags, what the one-line error must say)
 ]
 
 
+def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_bools():
+    config = make_config(T=np.int64(3), epochs="2")
+    assert (config["T"], type(config["T"]), config["epochs"]) == (3, int, 2)
+    for bad in (2.5, True, "2.5"):
+        with pytest.raises(experiment.ConfigError, match="-T must be an integer >= 1"):
+            make_config(T=bad)
+    with pytest.raises(experiment.ConfigError, match="--depth must be an integer >= 1, got 0"):
+        make_config(model="plain", model_args={"depth": 0})
+    folder = {"dataset": "imagefolder", "data_dir": "images"}
+    assert make_config(**folder, dataset_args={"image_size": 8})["dataset_args"] == {"image_size": 8}
+    for bad in (7, 4097):
+        with pytest.raises(experiment.ConfigError, match=f"--image-size must be an integer in 8..4096, got {bad}"):
+            make_config(**folder, dataset_args={"image_size": bad})
+
+
+def test_a_diverging_run_exits_3_with_one_line_naming_the_fix(tmp_path, capsys):
+    with np.errstate(over="ignore", invalid="ignore"):
+        code, _, err = minisnn(capsys, "train", *TINY, "--optimizer", "sgd", "--lr", "1e30", "--out", tmp_path / "run")
+    assert code == cli.EXIT_DIVERGED == 3
+    assert "training diverged at epoch 1" in err and "start again with a lower --lr" in err
+
+
+def test_export_writes_the_time_step_it_is_given(run, tmp_path, capsys):
+    nir = pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    taus = []
+    for dt in ("1e-4", "1e-3"):
+        code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / f"{dt}.nir", "--dt", dt)
+        graph = nir.read(tmp_path / f"{dt}.nir")
+        taus.append(next(node.tau for node in graph.nodes.values() if isinstance(node, nir.LIF)))
+        assert code == 0
+    np.testing.assert_allclose(taus[1], 10 * taus[0], rtol=1e-12)  # tau = dt / (1 - tau_decay)
+
+
+def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "1")
+    assert code == 2 and "--epochs 1: the run in" in err and "has done 1 epochs already; give more than 1" in err
+    assert snapshot(run) == before
+
+
+def test_a_misspelt_config_key_is_refused_naming_it_and_the_known_ones():
+    with pytest.raises(experiment.ConfigError, match=r"unknown config keys \['learning_rate'\]; known: \[.*'lr'"):
+        make_config(learning_rate=0.1)
+
+
 @pytest.mark.parametrize("flags, says", INVALID, ids=[" ".join(f) for f, _ in INVALID])
 def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, flags, says):
     def no_data(*args, **kwargs):
@@ -215,6 +260,9 @@ def test_a_gpu_run_on_a_cpu_only_machine_says_device_cpu(run, capsys, monkeypatc
     for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):
         code, _, err = minisnn(capsys, *command)
         assert code == 2 and "saved on cuda:0" in err and "--device cpu" in err
+    for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):  # as told
+        code, _, err = minisnn(capsys, *command, "--device", "cpu")
+        assert code == 0, err
 
 
 def test_an_offline_download_says_what_happened(tmp_path, capsys, monkeypatch):
@@ -248,6 +296,49 @@ def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypat
     for key in ("lr", "batch_size", "eval_batch_size", "T", "model", "out", "weight_decay"):
         assert f"(default: {DEFAULTS[key]})" in shown, key
     assert "resnet_small 32, plain 16" in shown and "cosine schedule is recomputed over the new total" in shown
+
+
+def test_doctor_exits_1_when_the_device_asked_for_does_not_work(capsys, monkeypatch):
+    from minisnn import doctor
+
+    def no_cupy():
+        raise DeviceError("CuPy is needed for the GPU but could not be imported: No module named 'cupy'")
+
+    monkeypatch.setattr(doctor, "cupy", no_cupy)
+    monkeypatch.setenv(backend.ENV_VAR, "cuda")
+    assert cli.main(["doctor"]) == 1
+    assert "default device: cuda:0" in capsys.readouterr().out
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    assert cli.main(["doctor"]) == 0
+
+
+def train_parser():
+    return next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+
+
+def test_train_help_documents_every_flag_under_its_heading_and_each_options_owners():
+    parser = train_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        assert not action.help.startswith(" only") and "(default: )" not in action.help, action.help
+    flags = {group.title: {flag for a in group._group_actions for flag in a.option_strings}
+             for group in parser._action_groups}
+    assert [title for title in flags if flags[title]][-4:] == ["the model", "the data", "training", "the run"]
+    assert {"--model", "--strides", "-T"} <= flags["the model"] and {"--dataset", "--workers"} <= flags["the data"]
+    assert {"--epochs", "--sync-norm"} <= flags["training"] and {"--out", "--overwrite"} <= flags["the run"]
+
+
+def test_every_flag_of_train_eval_and_export_has_help():
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    for name in ("train", "eval", "export"):  # (bench's -T, --batch, --warmup and --device have none yet)
+        parser = commands[name]
+        for action in parser._actions:
+            assert not action.option_strings or action.help, f"minisnn {name} {action.option_strings} has no help"
+
+
+def test_list_flags_take_several_values_and_switches_take_none():
+    args = train_parser().parse_args(["--strides", "1", "2", "--blocks", "1", "1", "--sync-norm", "--no-augment"])
+    assert (args.strides, args.blocks, args.sync_norm, args.augment) == ([1, 2], [1, 1], True, False)
 
 
 def test_a_real_ctrl_c_saves_the_position_and_the_run_resumes(cifar_sample, tmp_path, capsys):

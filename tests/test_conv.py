@@ -6,7 +6,7 @@ from hypothesis import given, settings
 
 from minisnn import Tensor
 from minisnn.fast import reference_only
-from minisnn.functions.conv import col2im, conv2d, im2col
+from minisnn.functions.conv import Conv2d, col2im, conv2d, im2col
 from minisnn.gradcheck import gradcheck
 from reference import naive_conv, naive_conv_grads
 from strategies import conv_cases, seeds
@@ -92,17 +92,44 @@ def test_float32_stays_float32(reference):
     assert x.grad.dtype == W.grad.dtype == b.grad.dtype == np.float32
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, error, match", [
     ((3, 6, 6), (4, 3, 3, 3), {}, ValueError, "4-D input"),
     ((1, 3, 6, 6), (4, 2, 3, 3), {}, ValueError, "does not fit"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"bias": (3,)}, ValueError, r"bias shape \(3,\) != \(4,\)"),
     ((1, 3, 2, 2), (4, 3, 3, 3), {}, ValueError, "larger than the padded input"),
+    ((1, 3, 6, 2), (4, 3, 3, 3), {}, ValueError, "larger than the padded input"),  # too wide only
+    ((1, 3, 1, 6), (4, 3, 4, 4), {"padding": 1}, ValueError, "larger than the padded input"),  # 1 + 2 < 4
+    ((1, 3, 6, 1), (4, 3, 4, 4), {"padding": 1}, ValueError, "larger than the padded input"),
+    ((1, 3, 6, 6), (4, 3, 0, 3), {}, ValueError, "kernel size must be positive"),
+    ((1, 3, 6, 6), (4, 3, 3, 0), {}, ValueError, "kernel size must be positive"),
     ((1, 3, 6, 6), (4, 3, 3, 3), {"stride": 0}, ValueError, "stride must be positive"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"stride": (1, 0)}, ValueError, "stride must be positive"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"stride": (0, 1)}, ValueError, "stride must be positive"),
     ((1, 3, 6, 6), (4, 3, 3, 3), {"stride": (1, 2, 3)}, ValueError, "pair of ints"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"stride": (1, 1.5)}, ValueError, "pair of ints"),
     ((1, 3, 6, 6), (4, 3, 3, 3), {"padding": -1}, ValueError, "non-negative"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"padding": (0, -1)}, ValueError, "non-negative"),
+    ((1, 3, 6, 6), (4, 3, 3, 3), {"padding": (-1, 0)}, ValueError, "non-negative"),
 ])
-def test_conv2d_bad_arguments(x_shape, w_shape, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        conv2d(Tensor(np.zeros(x_shape)), Tensor(np.zeros(w_shape)), **kwargs)
+def test_conv2d_bad_arguments(reference, x_shape, w_shape, kwargs, error, match):
+    kwargs = dict(kwargs)
+    bias = Tensor(np.zeros(kwargs.pop("bias"))) if "bias" in kwargs else None
+    with reference_only(reference), pytest.raises(error, match=match):
+        conv2d(Tensor(np.zeros(x_shape)), Tensor(np.zeros(w_shape)), bias, **kwargs)
+
+
+def test_im2col_and_col2im_defaults_and_refusals():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    cols = im2col(x, 2, 3)  # stride 1, no padding
+    np.testing.assert_array_equal(cols, im2col(x, 2, 3, 1, 0))
+    np.testing.assert_array_equal(col2im(cols, x.shape, 2, 3), col2im(cols, x.shape, 2, 3, 1, 0))
+    with pytest.raises(ValueError, match="im2col expects a 4-D input"):
+        im2col(x[0], 2, 2)
+    with pytest.raises(ValueError, match=r"col2im: cols shape \(18, 17\) does not match .* expected \(18, 18\)"):
+        col2im(cols[:, :-1], x.shape, 2, 3)
+    W = np.random.default_rng(1).standard_normal((4, 3, 2, 3))
+    np.testing.assert_array_equal(Conv2d()(Tensor(x), Tensor(W)).data, conv2d(Tensor(x), Tensor(W), stride=1).data)
 
 
 def test_conv2d_refuses_mixed_dtypes():

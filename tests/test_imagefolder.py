@@ -13,7 +13,7 @@ from PIL import Image  # noqa: E402
 from minisnn.cli import main  # noqa: E402
 from minisnn.core import Tensor, no_grad  # noqa: E402
 from minisnn.data import DatasetError, get_dataset  # noqa: E402
-from minisnn.data.imagefolder import CROP_RATIO, centre_box, random_resized_box  # noqa: E402
+from minisnn.data.imagefolder import CROP_RATIO, ImageBatches, centre_box, random_resized_box  # noqa: E402
 from minisnn.models import build_model  # noqa: E402
 
 CLASSES = ("ant", "bee", "cow")
@@ -97,6 +97,42 @@ def test_batches_depend_on_seed_epoch_and_image_only(folder):
             np.testing.assert_array_equal(np.concatenate([p[step][1] for p in parts]), y)
 
 
+def test_the_training_order_follows_the_loaders_seed_and_the_test_order_is_the_folders(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    orders = [data.loader("train", 4, seed=seed).order(0) for seed in range(4)]
+    assert len({tuple(order) for order in orders}) == 4
+    assert list(data.loader("test", 4, seed=1).order(0)) == list(range(len(data.test_y)))
+
+
+def test_bad_batch_sizes_splits_and_worker_counts_are_refused_and_one_image_per_batch_works(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
+    assert [len(y) for _, y in data.loader("test", 1).batches()] == [1] * 6
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            data.loader("test", bad)
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        data.loader("val", 4)
+    with pytest.raises(ValueError, match="workers must be a non-negative int"):
+        ImageBatches(data.test_x, data.test_y, 4, size=8, train=False, workers=-1)
+    with pytest.raises(ValueError, match="workers must be a non-negative int"):
+        get_dataset("imagefolder", data_dir=folder, workers=-1)
+
+
+def test_image_folders_without_pillow_say_how_to_install_it(folder, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    with pytest.raises(DatasetError, match=r"image folders need Pillow: pip install -e '\.\[imagenet\]'"):
+        get_dataset("imagefolder", data_dir=folder, workers=0)
+
+
+def test_an_image_folder_is_read_only_and_its_images_are_224_pixels_unless_asked(folder):
+    data = get_dataset("imagefolder", data_dir=folder, workers=0)
+    assert data.image_size == (224, 224)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.size = 32  # a loader made earlier would disagree with the model built from the data set
+
+
 def test_worker_processes_give_the_same_batches_and_report_a_corrupt_file_by_name(folder):
     bad = folder / "train" / "bee" / "9.JPEG"
     good = folder / "train" / "bee" / "0.JPEG"
@@ -147,6 +183,22 @@ def test_random_resized_boxes_lie_inside_the_image(width, height, seed):
     ratio = (right - left) / (bottom - top)
     if (right - left, bottom - top) != (width, height) and min(right - left, bottom - top) > 10:
         assert CROP_RATIO[0] * 0.9 <= ratio <= CROP_RATIO[1] * 1.1
+
+
+@pytest.mark.parametrize("width, height, box", [(1000, 10, (493, 0, 506, 10)), (10, 1000, (0, 493, 10, 506))])
+def test_an_image_too_elongated_for_any_random_box_gives_the_largest_centred_box_of_the_nearest_ratio(width, height,
+                                                                                                     box):
+    # no box of 8 %..100 % of the area with ratio 3/4..4/3 fits: the ratio is clamped, 13 x 10 or 10 x 13,
+    # centred: (1000 - 13) // 2 = 493
+    assert random_resized_box(width, height, np.random.default_rng(0)) == box
+
+
+def test_random_resized_boxes_take_every_aspect_ratio_of_the_range():
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_box(400, 400, rng) for _ in range(200)]
+    ratios = np.array([(right - left) / (bottom - top) for left, top, right, bottom in boxes])
+    assert ratios.min() < 0.8 and ratios.max() > 1.25  # the range is 3/4 .. 4/3
+    assert np.mean(ratios < 1) == pytest.approx(0.5, abs=0.15)  # log-uniform: as many tall as wide
 
 
 def test_the_centre_box_is_the_central_square_of_the_resized_image():

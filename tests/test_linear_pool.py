@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from minisnn import Tensor
 from minisnn import nn
-from minisnn.functions.conv import avg_pool2d, conv2d, global_avg_pool2d
+from minisnn.functions.conv import AvgPool2d, avg_pool2d, conv2d, global_avg_pool2d
 from minisnn.functions.linear import linear
 from minisnn.gradcheck import gradcheck
 from reference import naive_avg_pool
@@ -67,6 +67,13 @@ def test_global_avg_pool2d_forward_and_gradcheck(n, c, h, w, seed):
     expected = np.array([[sum(x[i, k].ravel()) / (h * w) for k in range(c)] for i in range(n)])
     np.testing.assert_allclose(global_avg_pool2d(Tensor(x)).data, expected, rtol=1e-10, atol=1e-12)
     gradcheck(global_avg_pool2d, x)
+
+
+def test_average_pooling_defaults_to_non_overlapping_windows_without_padding():
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float64).reshape(2, 3, 4, 6)
+    y = avg_pool2d(Tensor(x), 2)
+    np.testing.assert_allclose(y.data, naive_avg_pool(x, (2, 2), (2, 2), (0, 0)), rtol=1e-14)
+    np.testing.assert_array_equal(AvgPool2d(2)(x).data, y.data)
 
 
 def test_pooling_keeps_float32():

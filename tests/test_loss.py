@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minisnn import Tensor
-from minisnn.functions.loss import mean_over_time, softmax_cross_entropy
+from minisnn.functions.loss import log_softmax_array, mean_over_time, softmax_cross_entropy
 from minisnn.gradcheck import gradcheck
 
 
@@ -38,5 +38,15 @@ def test_bad_labels_are_reported():
     z = Tensor(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="labels must lie"):
         softmax_cross_entropy(z, np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got range \[-1, 0\]"):
+        softmax_cross_entropy(z, np.array([-1, 0]))  # a negative label would silently pick the last class
     with pytest.raises(ValueError, match="labels"):
         softmax_cross_entropy(z, np.array([0]))
+    with pytest.raises(ValueError, match=r"expects logits \[N, K\], got shape \(2, 2, 3\)"):
+        softmax_cross_entropy(Tensor(np.zeros((2, 2, 3))), np.array([0, 1]))
+
+
+def test_log_softmax_runs_over_the_last_axis_of_any_shape():
+    z = np.random.default_rng(0).standard_normal((2, 3, 4)) * 10
+    expected = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(log_softmax_array(z), expected, rtol=1e-12, atol=1e-12)

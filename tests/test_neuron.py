@@ -68,13 +68,22 @@ def test_smooth_spike_is_stored_as_float():
     assert fn.o.dtype == np.float64
 
 
-def test_bad_input_raises_clear_errors():
-    with pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
+def test_the_neuron_has_the_papers_defaults():
+    neuron = LIF()
+    assert (neuron.v_th, neuron.tau_decay, neuron.detach_reset) == (0.5, 0.25, False)
+    assert type(neuron.surrogate).__name__ == "Rectangular" and neuron.surrogate.a == 1.0
+
+
+@BOTH_PATHS
+def test_bad_input_raises_clear_errors(reference):
+    with reference_only(reference), pytest.raises(ValueError, match=r"\[T, N, \.\.\.\]"):
         lif(Tensor(np.zeros(5)))
-    with pytest.raises(TypeError, match="float"):
+    with reference_only(reference), pytest.raises(TypeError, match="x must be a float array"):
         lif(Tensor(np.zeros((2, 3), dtype=np.int64)))
-    with pytest.raises(ValueError, match="tau_decay"):
-        lif(Tensor(np.zeros((2, 3))), tau_decay=1.5)
+    for tau in (1.5, -0.1):
+        with pytest.raises(ValueError, match="tau_decay"):
+            lif(Tensor(np.zeros((2, 3))), tau_decay=tau)
+    assert lif(Tensor(np.array([[0.7], [0.4]])), tau_decay=0.0).data.tolist() == [[1.0], [0.0]]  # no memory
     with pytest.raises(ValueError, match="unknown surrogate"):
         lif(Tensor(np.zeros((2, 3))), surrogate="nope")
 

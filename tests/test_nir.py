@@ -17,7 +17,8 @@ from minisnn.functions.loss import softmax_cross_entropy
 from minisnn.models import PlainSpikingNet, SpikingResNet, resnet_small
 from minisnn.models.resnet import Residual
 from minisnn.monitor import Recorder
-from minisnn.nn import LIF, BatchNorm, Conv2d, GlobalAvgPool2d, Linear, Module, Sequential, TdBN
+from minisnn.nn import (LIF, AvgPool2d, BatchNorm, Conv2d, Flatten, GlobalAvgPool2d, Linear, Module, Sequential,
+                        TdBN)
 from minisnn.optim import Adam
 from minisnn.train import make_config, model_for
 
@@ -238,6 +239,26 @@ def test_any_model_with_a_forward_order_exports(tmp_path):
     ref, ref_out = record(model, x)
     got, got_out = record(from_nir(graph, readout=None), x)
     assert np.array_equal(got.spikes["lif"], ref.spikes["lif"]) and 0 < ref.spikes["lif"].mean() < 1
+    np.testing.assert_allclose(got_out, ref_out, rtol=1e-12, atol=1e-12)
+
+
+def test_a_padded_average_pool_exports_with_its_padding_and_the_shapes_after_it(tmp_path):
+    """AvgPool2d(3, stride 2, padding 1) on 6 x 6: a 3 x 3 output whose border windows count the padding as
+    zeros (divided by 9, as NIR readers' torch AvgPool2d does by default)."""
+    model = Sequential(Conv2d(2, 3, 3, padding=1, seed=0), LIF(), AvgPool2d(3, stride=2, padding=1),
+                       Conv2d(3, 4, 3, padding=1, seed=1), LIF(), Flatten(), Linear(36, 3, seed=2)).astype(np.float64)
+    export_nir(model, (2, 6, 6), tmp_path / "pool.nir", dt=DT)
+    graph = nir.read(tmp_path / "pool.nir")  # type_check=True: NIR's own shape inference must agree
+    assert graph.check_types()
+    pool = graph.nodes["2"]
+    assert isinstance(pool, nir.AvgPool2d)
+    assert [list(pool.kernel_size), list(pool.stride), list(pool.padding)] == [[3, 3], [2, 2], [1, 1]]
+    assert list(graph.nodes["3"].input_shape) == [3, 3]
+    x = np.random.default_rng(3).standard_normal((3, 4, 2, 6, 6)) * 2
+    ref, ref_out = record(model, x)
+    got, got_out = record(from_nir(graph, readout=None), x)
+    for name in ("1", "4"):
+        assert np.array_equal(got.spikes[name], ref.spikes[name]) and 0 < ref.spikes[name].mean() < 1, name
     np.testing.assert_allclose(got_out, ref_out, rtol=1e-12, atol=1e-12)
 
 

@@ -92,7 +92,8 @@ def test_output_has_mean_beta_and_std_lambda_alpha_vth(case, alpha):
 
 
 # -------------------------------------------------------------------------- running statistics
-def test_running_statistics_follow_momentum_and_drive_eval_mode():
+@BOTH_PATHS
+def test_running_statistics_follow_momentum_and_drive_eval_mode(reference_path):
     rng = np.random.default_rng(3)
     C = 3
     bn = TdBN(C, alpha=2 ** -0.5)
@@ -100,7 +101,8 @@ def test_running_statistics_follow_momentum_and_drive_eval_mode():
     batches = [rng.normal(1.5, 2.0, (4, 2, C, 3, 3)).astype(np.float32) for _ in range(2)]
     expected_mean, expected_var = np.zeros(C), np.ones(C)
     for x in batches:
-        bn(Tensor(x))
+        with reference_only(reference_path):
+            bn(Tensor(x))
         expected_mean = 0.9 * expected_mean + 0.1 * x.mean(axis=axes, dtype=np.float64)
         expected_var = 0.9 * expected_var + 0.1 * x.var(axis=axes, ddof=1, dtype=np.float64)
     assert bn.running_mean.dtype == np.float32 and bn.running_var.dtype == np.float32
@@ -171,12 +173,15 @@ def test_per_timestep_batch_norm_equals_tdbn_for_one_timestep_with_scale_one():
 
 
 # ----------------------------------------------------------------------------- dtypes and errors
+@BOTH_PATHS
 @pytest.mark.parametrize("layer", [TdBN(3), BatchNorm(3, per_timestep=True)])
 @pytest.mark.parametrize("training", [True, False])
-def test_float32_in_float32_out(layer, training):
+def test_float32_in_float32_out(reference_path, layer, training):
     layer.train(training)
+    layer.running_var = layer.running_var.astype(np.float64)  # float64 statistics do not promote the output
     x = Tensor(np.random.default_rng(7).standard_normal((2, 4, 3, 2, 2)).astype(np.float32), requires_grad=True)
-    y = layer(x)
+    with reference_only(reference_path):
+        y = layer(x)
     assert y.dtype == np.float32
     y.backward(np.ones(y.shape, np.float32))
     assert x.grad.dtype == np.float32 and layer.weight.grad.dtype == np.float32 and layer.bias.grad.dtype == np.float32
@@ -197,3 +202,37 @@ def test_wrong_input_raises_clear_errors():
         tdbn(x, Tensor(np.ones(3, np.float32)), Tensor(np.zeros(3, np.float32)), None, None, False)
     with pytest.raises(ValueError, match="more than one value per channel"):
         TdBN(3)(Tensor(np.zeros((1, 1, 3), np.float32)))
+    ones, zeros = Tensor(np.ones(3, np.float32)), Tensor(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"expected x of shape \[T, N, C, \.\.\.\], got shape \(4, 3\)"):
+        tdbn(Tensor(np.zeros((4, 3), np.float32)), ones, zeros, None, None, True)
+    with pytest.raises(TypeError, match="x must be a floating-point array, got dtype int64"):
+        tdbn(Tensor(np.zeros((2, 4, 3), np.int64)), ones, zeros, None, None, True)
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("training", [True, False])
+def test_eps_momentum_and_the_statistics_axes_reach_the_computation(reference_path, training):
+    """Small variances, where eps matters; tdbn passes its own momentum and eps on; batch norm without
+    per_timestep takes statistics over (T, N, H, W) at once."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0.3, 0.003, (3, 4, 2, 2, 2)) + 0.002 * np.arange(3).reshape(3, 1, 1, 1, 1)
+    w, b = rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
+    axes = stat_axes(5)
+    mean, var = np.array([0.29, 0.31]), np.array([1e-5, 3e-5])
+    for eps, momentum in ((1e-5, 0.1), (3e-5, 0.5)):
+        rm, rv = (np.zeros(2), np.ones(2)) if training else (mean.copy(), var.copy())
+        with reference_only(reference_path):
+            y = tdbn(Tensor(x), Tensor(w), Tensor(b), rm, rv, training, alpha=0.8, momentum=momentum, eps=eps).data
+            plain = batch_norm(Tensor(x), Tensor(w), Tensor(b), None, None, True).data if training else None
+        want = reference(x, w, b, 0.8 * V_TH, axes, *(() if training else (mean, var)), eps=eps)
+        np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
+        if training:
+            np.testing.assert_allclose(rm, momentum * x.mean(axis=axes), rtol=1e-12)
+            np.testing.assert_allclose(rv, 1 - momentum + momentum * x.var(axis=axes, ddof=1), rtol=1e-12)
+            np.testing.assert_allclose(plain, reference(x, w, b, 1.0, axes), rtol=1e-10, atol=1e-10)
+
+
+def test_the_function_defaults_are_plain_batch_norms():
+    from minisnn.functions.norm import BatchNormFunction
+    function = BatchNormFunction(None, None, True)
+    assert (function.scale, function.momentum, function.eps) == (1.0, 0.1, 1e-5)

@@ -126,3 +126,30 @@ def test_named_heaviside_surrogates_have_gpu_source(name):
     source = get_surrogate(name).cuda_grad()
     assert "surrogate_grad(F v)" in source
     assert get_surrogate("smooth_sigmoid").cuda_grad() is None
+
+
+def test_the_documented_defaults():
+    assert get_surrogate("rectangular").a == 1.0  # the paper's width
+    assert (get_surrogate("sigmoid").k, get_surrogate("atan").alpha, get_surrogate("triangle").a) == (4.0, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("a", [1.0, 0.5, 2.5])
+def test_the_rectangular_window_is_open_at_its_edges(a):
+    v = np.array([-a / 2, -a / 2 * 0.999, 0.0, a / 2 * 0.999, a / 2, a])
+    np.testing.assert_array_equal(get_surrogate("rectangular", a=a).grad(v), np.array([0, 1, 1, 1, 0, 0]) / a)
+
+
+def test_the_gpu_source_carries_each_constant_as_the_float_it_is():
+    """Parameters become Python floats (a NumPy scalar's repr is no C), written so C reads the same double."""
+    source = get_surrogate("sigmoid", k=np.float32(2.5)).cuda_grad()
+    assert "(F)1.25)" in source and "(F)2.5 *" in source and "np." not in source
+    source = get_surrogate("rectangular", a=0.1).cuda_grad()
+    assert f"(F){0.1 / 2!r})" in source and f"(F){1 / 0.1!r};" in source
+    assert type(get_surrogate("atan", alpha=np.float64(3)).alpha) is float
+
+
+@pytest.mark.parametrize("name, param, value, says", [
+    ("rectangular", "a", 1e-310, "1/a"), ("triangle", "a", 1e-310, "1/a"), ("atan", "alpha", 1.5e308, "pi/2 alpha")])
+def test_a_parameter_whose_constant_overflows_is_refused_when_made(name, param, value, says):
+    with pytest.raises(ValueError, match=f"surrogate parameters give {says} = inf, which no float can hold"):
+        get_surrogate(name, **{param: value})

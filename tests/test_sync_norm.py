@@ -170,3 +170,22 @@ def test_float32_tdbn_module_on_two_ranks_matches_the_whole_batch():
         assert r[2].dtype == np.float32 and r[1].dtype == np.float32
         np.testing.assert_allclose(r[2], whole.running_mean, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(r[3], whole.running_var, rtol=1e-6, atol=1e-7)
+
+
+def test_a_sync_norm_whose_input_needs_no_gradient_still_gives_its_parameters_theirs():
+    # e.g. a frozen stem in front of it: only lambda and beta are asked for
+    rng = np.random.default_rng(4)
+    x, gy = rng.standard_normal((2, 6, 3, 2, 2)), rng.standard_normal((2, 6, 3, 2, 2))
+
+    def rank_program(group, input_grad):
+        xk = Tensor(shards(x, 2)[group.rank].copy(), requires_grad=input_grad)
+        w, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
+        batch_norm(xk, w, b, None, None, True, group=group).backward(shards(gy, 2)[group.rank])
+        return xk.grad, w.grad, b.grad
+
+    frozen = ThreadGroup(2).run(lambda group: rank_program(group, False))
+    full = ThreadGroup(2).run(lambda group: rank_program(group, True))
+    for rank_frozen, rank_full in zip(frozen, full):
+        assert rank_frozen[0] is None and rank_full[0] is not None
+        np.testing.assert_array_equal(rank_frozen[1], rank_full[1])
+        np.testing.assert_array_equal(rank_frozen[2], rank_full[2])

@@ -6,12 +6,17 @@ import math
 import os
 import signal
 import stat
+import struct
+import time
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
 from minisnn import train as train_module
-from minisnn.checkpoint import load_checkpoint
+from minisnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minisnn.data import crop_and_flip
 from minisnn.evaluate import evaluate
 from minisnn.experiment import make_config
 from minisnn.train import Trainer, TrainingDiverged
@@ -100,10 +105,190 @@ def test_an_epochs_reported_loss_and_accuracy_are_the_means_over_its_images(cifa
 
     monkeypatch.setattr(train_module, "softmax_cross_entropy", recording_loss)
     trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=40))  # batches of 16, 16 and 8 images
-    train_loss, train_acc, _, _ = trainer.train_epoch()
+    rates, real_read = [], trainer.read_step
+
+    def recording_read(*args):
+        figures = real_read(*args)
+        rates.append(figures[2])
+        return figures
+
+    trainer.read_step = recording_read
+    start = time.perf_counter()
+    train_loss, train_acc, rate, seconds = trainer.train_epoch()
+    assert 0 < seconds < time.perf_counter() - start
     assert [n for _, _, n in steps] == [16, 16, 8]
     assert train_loss == pytest.approx(sum(loss * n for loss, _, n in steps) / 40, rel=1e-12)
     assert train_acc == sum(c for _, c, _ in steps) / 40
+    assert 0 < rate < 1 and rate == pytest.approx(sum(r * n for r, (_, _, n) in zip(rates, steps)) / 40, rel=1e-12)
+
+
+def test_the_trainer_builds_what_its_config_says(cifar_sample, tmp_path):
+    sgd = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="sgd", lr=0.05, momentum=0.8, weight_decay=3e-4,
+                              augment=False, seed=11, eval_batch_size=8, warmup_epochs=1, min_lr=0.001))
+    assert type(sgd.optimizer) is train_module.SGD
+    assert (sgd.optimizer.momentum, sgd.optimizer.weight_decay) == (0.8, 3e-4)
+    assert (sgd.schedule.base_lr, sgd.schedule.total_steps, sgd.schedule.warmup_steps, sgd.schedule.min_lr) == (
+        0.05, 6, 3, 0.001)
+    assert sgd.data.augment is None and sgd.train_loader.augment is None
+    assert (sgd.train_loader.seed, sgd.train_loader.batch_size, sgd.test_loader.batch_size) == (11, 16, 8)
+    adam = Trainer(tiny_config(cifar_sample, tmp_path, optimizer="adam", lr=0.002, weight_decay=1e-4))
+    assert type(adam.optimizer) is train_module.Adam and (adam.optimizer.lr, adam.optimizer.weight_decay) == (
+        0.002, 1e-4)
+    assert adam.data.augment is crop_and_flip and adam.train_loader.augment is crop_and_flip
+
+
+def test_resuming_refuses_a_checkpoint_of_another_experiment_or_model(cifar_sample, tmp_path):
+    config = tiny_config(cifar_sample, tmp_path)
+    Trainer(config).save()
+    with pytest.raises(CheckpointError, match=r"was saved by a run with other settings \(lr\)"):
+        Trainer(dict(config, lr=0.01), resume=True)
+    state = load_checkpoint(tmp_path / "last.npz")
+    state["model"]["stem.0.conv.weight"] = state["model"]["stem.0.conv.weight"][:2]
+    save_checkpoint(tmp_path / "last.npz", state["meta"], model=state["model"], optim=state["optim"],
+                    sched=state["sched"])
+    with pytest.raises(CheckpointError, match="does not fit the model its config describes"):
+        Trainer(config, resume=True)
+
+
+def test_a_resumed_trainer_knows_which_checkpoint_is_the_last_good_one(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    assert "no checkpoint of this run has been written yet" in trainer.last_good_words()
+    trainer.step = 2
+    trainer.save(interrupted=True)
+    resumed = Trainer(trainer.config, resume=True)
+    assert resumed.last_good_words().endswith("(epoch 1, step 2 of 3 (saved at Ctrl-C)), left as it was")
+    resumed.epoch, resumed.step = 1, 0
+    resumed.save()
+    again = Trainer(trainer.config, resume=True)
+    assert again.last_good_words().endswith("(end of epoch 1), left as it was")
+
+
+def test_a_second_ctrl_c_inside_a_step_keeps_the_last_checkpoint_as_it_was(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordingBar, "written", [])
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    trainer.model.eval()  # whatever mode the model is in, an epoch trains in training mode
+    real_step, calls = trainer.optimizer.step, []
+
+    def step():
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, step 2: Ctrl-C twice before the update is done
+            trainer.request_stop()
+            trainer.request_stop()
+        real_step()
+
+    trainer.optimizer.step = step
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.model.training
+    assert RecordingBar.written == [
+        "Ctrl-C: stopping after this step (press again to stop at once, without saving)",
+        f"stopped mid-step; the last good checkpoint is {tmp_path / 'last.npz'} (end of epoch 1), left as it was"]
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert (meta["epoch"], meta["step"], meta["interrupted"]) == (1, 0, False)
+    assert signal.getsignal(signal.SIGINT) is handler  # fit put the Ctrl-C handler back
+
+
+def test_ctrl_c_between_steps_saves_the_position_and_draws_the_curves(cifar_sample, tmp_path):
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, epochs=3))
+    trainer.epoch, trainer.history = 1, [{"epoch": 1, "train_loss": 2.3, "test_loss": 2.2, "train_acc": 0.1,
+                                          "test_acc": 0.2}]  # as if resumed after its first epoch
+
+    def interrupted(mode=True):
+        raise KeyboardInterrupt
+
+    trainer.model.train = interrupted  # the second Ctrl-C arrives as the epoch begins, before its first step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert meta["interrupted"] and (meta["epoch"], meta["step"]) == (1, 0)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+class RecordingBar:
+    """Stands in for tqdm: records how the trainer drives its progress bar and what it writes beside it."""
+    made, written = [], []
+
+    def __init__(self, **settings):
+        self.settings, self.postfixes, self.n = settings, [], settings.get("initial", 0)
+        RecordingBar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def set_postfix(self, **figures):
+        self.postfixes.append(figures)
+
+    def update(self, n):
+        self.n += n
+
+    @classmethod
+    def write(cls, text):
+        cls.written.append(text)
+
+
+def test_the_progress_bar_counts_the_steps_and_shows_the_running_figures(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordingBar, "made", [])
+    monkeypatch.setattr(RecordingBar, "written", [])
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, progress=True))  # 3 steps of 16 images per epoch
+    trainer.step, trainer.sums["seconds"] = 1, 100.0  # as a run resumed after its first step, 100 s into the epoch
+    start = time.perf_counter()
+    loss, accuracy, rate, seconds = trainer.train_epoch()
+    assert 100 < seconds < 100 + time.perf_counter() - start
+    (bar,) = RecordingBar.made
+    assert bar.settings["total"] == 3 and bar.settings["initial"] == 1 and bar.n == 3
+    assert bar.settings["desc"] == "epoch 1/2" and not bar.settings["disable"]
+    assert len(bar.postfixes) == 2 and bar.postfixes[-1] == {
+        "loss": f"{loss:.3f}", "acc": f"{accuracy:.3f}", "rate": f"{rate:.3f}", "img_s": f"{32 / seconds:.0f}"}
+    history = trainer.fit()  # the second epoch, with its line of figures
+    row = history[0]
+    assert RecordingBar.made[-1].settings["desc"] == "epoch 2/2"
+    assert RecordingBar.written == [
+        f"epoch 2: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} "
+        f"acc {row['test_acc']:.4f} | rate {row['firing_rate']:.3f} | {row['seconds']:.1f}s"]
+    trainer.config["progress"] = False
+    trainer.train_epoch()
+    assert RecordingBar.made[-1].settings["disable"]
+
+
+def test_the_curves_show_loss_and_accuracy_per_epoch_for_train_and_test(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    drawn, real_savefig = [], Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        drawn.append(figure)
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    history = [{"epoch": e, "train_loss": 2 / e, "test_loss": 2.5 / e, "train_acc": 0.2 * e, "test_acc": 0.1 * e}
+               for e in (1, 2, 3)]
+    with matplotlib.rc_context({"savefig.format": "svg", "savefig.dpi": 50}):  # a user's own defaults do not matter
+        train_module.plot_history(history, tmp_path / "curves.png")
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (900, 350)  # 9 x 3.5 in, 100 dpi
+    (figure,) = drawn
+    loss_axes, accuracy_axes = figure.axes
+    for axes, key, title, ylabel in ((loss_axes, "loss", "loss", "cross-entropy"),
+                                     (accuracy_axes, "acc", "accuracy", "accuracy")):
+        assert (axes.get_title(), axes.get_xlabel(), axes.get_ylabel()) == (title, "epoch", ylabel)
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        assert sorted(lines) == ["test", "train"]
+        for split, line in lines.items():
+            assert list(line.get_xdata()) == [1, 2, 3] and line.get_marker() == "o"
+            assert list(line.get_ydata()) == [row[f"{split}_{key}"] for row in history]
+        assert all(tick == int(tick) for tick in axes.get_xticks())  # whole epochs only
+    assert [text.get_text() for text in accuracy_axes.get_legend().get_texts()] == ["train", "test"]
+    assert loss_axes.get_position().x1 < accuracy_axes.get_position().x0  # side by side
+    for axes in figure.axes:  # both panels inside the picture
+        box = axes.get_position()
+        assert 0 < box.x0 < box.x1 < 1 and 0 < box.y0 < box.y1 < 1
+    train_module.plot_history([], tmp_path / "empty.png")  # nothing to draw: no file
+    assert not (tmp_path / "empty.png").exists()
 
 
 def test_fit_writes_checkpoint_metrics_and_plot_with_the_usual_permissions(cifar_sample, tmp_path):
@@ -112,6 +297,8 @@ def test_fit_writes_checkpoint_metrics_and_plot_with_the_usual_permissions(cifar
     assert all(np.isfinite(row["train_loss"]) and 0 <= row["test_acc"] <= 1 for row in history)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows == history
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (tmp_path / "config.json").read_text() == json.dumps(config, indent=2)  # readable, one key a line
     assert (tmp_path / "curves.png").stat().st_size > 1000
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
     assert meta["epoch"] == 2 and meta["config"]["model"] == "resnet_small"
@@ -228,3 +415,65 @@ def test_a_gpu_step_reads_the_device_once(stand_in, cifar_sample, tmp_path):
     assert all(s.startswith("get") for s in stand_in.counters.syncs)
     assert np.dtype(np.float64) not in stand_in.counters.dtypes  # the float32 path stays float32
     assert np.isfinite(loss) and 0 <= accuracy <= 1 and 0 < rate < 1
+
+
+# ------------------------------------------------------------------------------- the run folder
+def test_the_run_folder_is_checked_before_any_work(tmp_path, monkeypatch):
+    from minisnn.experiment import ConfigError
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="--lr must be"):  # a new run by default: its flags are checked first
+        train_module.train(out=str(fresh), lr=-1)
+    with pytest.raises(ConfigError, match="--resume: no run to continue in"):
+        train_module.train(resume=True, out=str(fresh))
+    assert not fresh.exists()
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"already holds a run \(metrics\.jsonl\)"):
+        train_module.train(out=str(held))  # no overwrite unless asked
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ConfigError, match="a_file cannot be written"):
+        train_module.run_folder(tmp_path / "a_file" / "run", False, False)  # a file where a folder should be
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(train_module.os, "access", lambda path, mode: Path(path) != locked)  # (root writes anywhere)
+    with pytest.raises(ConfigError, match="locked cannot be written"):
+        train_module.run_folder(locked / "run", False, False)
+    assert not (locked / "run").exists()
+
+
+def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt"):
+        (run / name).write_text("old")
+    train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
+    (run / "last.npz").write_text("a checkpoint")
+    train_module.run_folder(run, True, False)  # resume: the checkpoint stays, the stale temp goes
+    assert sorted(p.name for p in run.iterdir()) == ["last.npz", "notes.txt"]
+
+
+def test_every_rank_of_a_data_parallel_run_names_the_same_last_good_checkpoint(cifar_sample, tmp_path, monkeypatch):
+    # only rank 0 writes the checkpoint, but a divergence or Ctrl-C message may come from any rank
+    import threading
+
+    from minisnn.dist import DataParallel, ThreadGroup
+    here = threading.local()
+    monkeypatch.setattr(DataParallel, "launch", classmethod(lambda cls, config: cls(here.group)))
+
+    def rank_program(group):
+        here.group = group
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=32, epochs=1))
+        words = [trainer.last_good_words()]
+        trainer.train_epoch()
+        trainer.save()
+        words.append(trainer.last_good_words())
+        trainer.save(interrupted=True)
+        return words + [trainer.last_good_words()]
+
+    rank0, rank1 = ThreadGroup(2).run(rank_program)
+    assert rank1 == rank0
+    assert "no checkpoint of this run has been written yet" in rank0[0]
+    assert "(end of epoch 1)" in rank0[1] and "(end of epoch 1 (saved at Ctrl-C))" in rank0[2]
