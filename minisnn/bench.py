@@ -224,16 +224,16 @@ def table(rows):
 # -------------------------------------------------------------------------------------- CLI
 def add_arguments(p):
     p.add_argument("--model", nargs="+", default=["resnet19"], help="resnet19 | resnet_small | ... (default resnet19)")
-    p.add_argument("-T", "--timesteps", dest="T", type=int, nargs="+", default=[2])
-    p.add_argument("--batch", type=int, nargs="+", default=[8])
+    p.add_argument("-T", "--timesteps", dest="T", type=int, nargs="+", default=[2], help="timesteps T (default 2)")
+    p.add_argument("--batch", type=int, nargs="+", default=[8], help="batch sizes (default 8)")
     p.add_argument("--width", type=int, default=32, help="resnet_small: channels of the first stage")
     p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1], help="resnet_small: blocks per stage")
     p.add_argument("--strides", type=int, nargs="+", help="resnet_small: stride of each stage's first block "
                                                           "(default 1 2 2 ...)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n x n GEMM giving the machine's rate")
     p.add_argument("--phases", action="store_true",
                    help="also time each phase (im2col, GEMM, tdBN, LIF, optimizer, ...) in one more process per "

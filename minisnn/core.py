@@ -133,10 +133,8 @@ class Tensor:
                 raise RuntimeError(f"{type(func).__name__}: this part of the graph was freed by an earlier "
                                    "backward(); run the forward pass again before calling backward() twice")
             outputs = [ref() for ref in func.outputs]
+            # a Function is pushed only once one of its outputs has a gradient, and ``alive`` holds that output
             gys = [None if y is None else y.grad for y in outputs]
-            if all(g is None for g in gys):
-                func.release()
-                continue
             if any(g is None for g in gys):  # an output that did not reach the loss
                 xp = get_array_module(next(g for g in gys if g is not None))
                 gys = [xp.zeros(shape, dtype) if g is None else g

@@ -12,6 +12,7 @@ computes, with the argument order, types and shapes minisnn passes. What it cann
 specifics (CUDA-only intrinsics), the launch configuration, races between threads (each element runs
 in turn here), and the device's rounding of transcendental functions.
 """
+import atexit
 import ctypes
 import hashlib
 import os
@@ -58,6 +59,7 @@ def _compile(source, options):
     if key not in _libraries:
         if _build_dir is None:
             _build_dir = tempfile.mkdtemp(prefix="minisnn-fakecupy-")
+            atexit.register(shutil.rmtree, _build_dir, ignore_errors=True)  # loaded libraries outlive their files
         path = os.path.join(_build_dir, key)
         with open(path + ".cpp", "w") as f:
             f.write(source)
