@@ -568,9 +568,9 @@ EXPLAINED = {
     "cifar10_dvs.py:report_skipped: argument: json.dumps(..., indent=1) -> without indent": (
         NW, "skipped_records.json on one line instead of indented; the same content (tests read it back)"),
     "imagefolder.py:list_split: argument: np.array(..., dtype=np.int64) -> without dtype": (
-        EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); ImageBatches converts again"),
-    "imagefolder.py:ImageBatches.__init__: argument: np.asarray(..., dtype=np.int64) -> without dtype": (
-        EQ, "the labels come as int64 from list_split already"),
+        EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); Batches converts again"),
+    "imagefolder.py:ImageFolder: constant: False -> True": (
+        EQ, "eq=True on the dataclass: no code compares two data sets (eq=False only keeps hashing by identity)"),
     "imagefolder.py:load_image: argument: np.asarray(..., dtype=np.uint8) -> without dtype": (
         EQ, "an RGB Pillow image converts to uint8 by itself"),
     "imagefolder.py:random_resized_box: compare: 0 < w <= width -> 0 < w < width": (
