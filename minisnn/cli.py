@@ -28,6 +28,7 @@ from .data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
 from .dist import DistError, abort_other_ranks, world
 from .experiment import (CHECKS, DATASET_OPTIONS, DATASETS, DEFAULTS, DVS_SPLITS, FLAGS, MODEL_OPTIONS, MODELS,
                          OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, number, option_default)
+from .fast.parallel import check_settings
 from .models.plain import NORMS
 
 EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -245,6 +246,7 @@ def main(argv=None):
                 "doctor": doctor_command}
     from .train import TrainingDiverged
     try:
+        check_settings()
         return commands[args.command](args)
     except TrainingDiverged as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

@@ -144,6 +144,16 @@ def test_integer_settings_take_numpy_integers_and_text_and_refuse_fractions_and_
             make_config(**folder, dataset_args={"image_size": bad})
 
 
+@pytest.mark.parametrize("variable, value", [("MINISNN_THREADS", "two"), ("MINISNN_GPU_CHUNK_MB", "0")])
+def test_a_malformed_setting_in_the_environment_is_refused_before_any_work(tmp_path, capsys, monkeypatch, variable,
+                                                                           value):
+    monkeypatch.setenv(variable, value)
+    code, _, err = minisnn(capsys, "train", *TINY, "--out", tmp_path / "run")
+    assert code == 2 and err.strip() == f"error: ${variable} must be a positive " + (
+        "integer" if variable == "MINISNN_THREADS" else "number of megabytes") + f", got {value!r}"
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_diverging_run_exits_3_with_one_line_naming_the_fix(tmp_path, capsys):
     with np.errstate(over="ignore", invalid="ignore"):
         code, _, err = minisnn(capsys, "train", *TINY, "--optimizer", "sgd", "--lr", "1e30", "--out", tmp_path / "run")

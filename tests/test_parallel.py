@@ -128,6 +128,16 @@ def test_bad_thread_count_in_environment_is_an_error(monkeypatch, workers, value
         parallel.workers()
 
 
+def test_an_empty_thread_count_is_no_setting(monkeypatch, workers):
+    """``MINISNN_THREADS= minisnn train ...`` (set but empty, as shells allow) means every core, as unset."""
+    monkeypatch.setenv(parallel.ENV_VAR, " ")
+    monkeypatch.setattr(parallel, "_workers", None)
+    monkeypatch.setenv(parallel.GPU_CHUNK_ENV_VAR, "")
+    parallel.check_settings()
+    os = parallel.os
+    assert parallel.workers() == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+
+
 def test_thread_count_from_environment(monkeypatch, workers):
     monkeypatch.setenv(parallel.ENV_VAR, "3")
     monkeypatch.setattr(parallel, "_workers", None)

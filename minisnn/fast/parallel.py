@@ -60,13 +60,27 @@ _pool = None
 _blas = None
 
 
-def _default_workers():
-    raw = os.environ.get(ENV_VAR)
-    if raw is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _positive_setting(var, what):
+    """The positive integer in environment variable ``var``, or None where it is unset or empty."""
+    raw = os.environ.get(var, "")
+    if not raw.strip():
+        return None
     if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"${ENV_VAR} must be a positive integer, got {raw!r}")
+        raise ValueError(f"${var} must be {what}, got {raw!r}")
     return int(raw)
+
+
+def check_settings():
+    """Refuse a malformed $MINISNN_THREADS or $MINISNN_GPU_CHUNK_MB now, before any work starts."""
+    _positive_setting(ENV_VAR, "a positive integer")
+    _positive_setting(GPU_CHUNK_ENV_VAR, "a positive number of megabytes")
+
+
+def _default_workers():
+    n = _positive_setting(ENV_VAR, "a positive integer")
+    if n is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return n
 
 
 def workers():
@@ -175,11 +189,9 @@ def _split(fn, slices):
 def gpu_chunk_bytes(cp):
     """The most bytes the temporaries of one GPU chunk may take: $MINISNN_GPU_CHUNK_MB megabytes, else a
     quarter of the device memory that is free (free on the device plus unused in CuPy's pool)."""
-    raw = os.environ.get(GPU_CHUNK_ENV_VAR)
-    if raw is not None:
-        if not raw.strip().isdigit() or int(raw) < 1:
-            raise ValueError(f"${GPU_CHUNK_ENV_VAR} must be a positive number of megabytes, got {raw!r}")
-        return int(raw) << 20
+    megabytes = _positive_setting(GPU_CHUNK_ENV_VAR, "a positive number of megabytes")
+    if megabytes is not None:
+        return megabytes << 20
     free, _ = cp.cuda.runtime.memGetInfo()
     return (free + cp.get_default_memory_pool().free_bytes()) // 4
 
