@@ -560,6 +560,18 @@ EXPLAINED = {
         NW, "the progress bar shows no total; the file is written the same"),
     "cifar10_dvs.py:_header_end: constant: 0 -> 1 #3": (
         EQ, "find() starts at pos, where a '#' stands: the line end found is never at 0 (< 0 and < 1 agree)"),
+    "cifar10_dvs.py:_header_end: compare: first_end >= 0 -> first_end > 0": (
+        EQ, "the data begin with the '#!AER-DAT' magic (checked just before): the first line end is never at 0"),
+    "cifar10_dvs.py:_header_end: compare: end < 0 -> end <= 0": (
+        EQ, "find() starts at pos, where a '#' stands: the line end found is never at 0 (as for 0 -> 1 #3)"),
+    "cifar10_dvs.py:CIFAR10DVS.load_all: constant: False -> True": (
+        EQ, "a default (progress) that load_cifar10_dvs, the one caller, always passes"),
+    "cifar10.py:download_file: operator: int(size) + offset -> int(size) - offset": (
+        NW, "the progress bar's total of a resumed download is short by twice the part kept; the file is "
+            "written the same"),
+    "imagefolder.py:ImageBatches.batches: constant: 2 -> 3": (
+        NW, "a deeper decoding pipeline, 3 batches per worker in flight: the same batches in the same order "
+            "(speed and memory only; benchmarks/imagefolder_throughput.py)"),
     "cifar10_dvs.py:monotonic_timestamps: argument: np.maximum.accumulate(..., out=unwrapped) -> without out": (
         EQ, "the running maximum into a new array instead of in place: the same values and dtype"),
     "cifar10_dvs.py:events_to_frames: argument: a.astype(..., copy=False) -> without copy": (
@@ -599,6 +611,11 @@ EXPLAINED = {
         EQ, "the same check in make_config (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument(..., type=checked('weight_decay')) -> without type": (
         EQ, "the same check in make_config turns the text into the same float (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('min_lr')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same float (see --model)"),
+    "cli.py:option_help.shown: statement: return none_means -> pass": (
+        EQ, "no caller passes none_means, so it is always None and both return None (an unused parameter, "
+            "left to the lead)"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint

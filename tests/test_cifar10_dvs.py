@@ -116,11 +116,21 @@ def test_missing_file_raises_dataset_error(tmp_path):
         dvs.read_aedat(tmp_path / "nothere.aedat")
 
 
-def test_writer_rejects_out_of_range_events(tmp_path):
-    with pytest.raises(ValueError, match="x must lie in 0..127"):
-        dvs.write_aedat(tmp_path / "w.aedat", [0], [128], [0], [0])
-    with pytest.raises(ValueError, match="p must lie"):
-        dvs.write_aedat(tmp_path / "w.aedat", [0], [0], [0], [2])
+@pytest.mark.parametrize("t, x, y, p, says", [
+    (-1, 0, 0, 0, "t must lie in 0..4294967295"), (2 ** 32, 0, 0, 0, "t must lie in 0..4294967295"),
+    (0, -1, 0, 0, "x must lie in 0..127"), (0, 128, 0, 0, "x must lie in 0..127"),
+    (0, 0, -1, 0, "y must lie in 0..127"), (0, 0, 128, 0, "y must lie in 0..127"),
+    (0, 0, 0, -1, "p must lie in 0..1"), (0, 0, 0, 2, "p must lie in 0..1")])
+def test_writer_rejects_each_value_outside_the_sensor_and_format(tmp_path, t, x, y, p, says):
+    # an address field overflowing into its neighbour would write a different event, silently
+    with pytest.raises(ValueError, match=says):
+        dvs.write_aedat(tmp_path / "w.aedat", [t], [x], [y], [p])
+    assert not (tmp_path / "w.aedat").exists()
+    dvs.write_aedat(tmp_path / "w.aedat", [min(max(t, 0), 2 ** 32 - 1)], [min(max(x, 0), 127)],
+                    [min(max(y, 0), 127)], [min(max(p, 0), 1)])  # the nearest valid event is written
+
+
+def test_writer_rejects_events_of_different_lengths(tmp_path):
     with pytest.raises(ValueError, match="1-D arrays of one length"):
         dvs.write_aedat(tmp_path / "w.aedat", [0, 1], [0], [0], [0])
 
