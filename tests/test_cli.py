@@ -375,10 +375,11 @@ def test_the_defaults_are_the_readmes_recipe_for_the_paper():
     start = "minisnn train --dataset cifar10 --download --model resnet19"
     command = readme.split(start, 1)[1].split("\nminisnn eval")[0]
     args = vars(train_parser().parse_args(["--model", "resnet19", *command.replace("\\\n", " ").split()]))
-    assert args["batch_size"] == 64 and args["lr"] == 0.1
-    for key, value in args.items():
-        if key not in ("epochs", "download", "device", "out", "resume", "overwrite"):
-            assert value == DEFAULTS[key], key
+    aside = ("epochs", "download", "device", "out")
+    recipe = make_config(**{key: value for key, value in args.items() if key not in aside + ("resume", "overwrite")})
+    assert (recipe["batch_size"], recipe["lr"], recipe["weight_decay"]) == (64, 0.1, 5e-4)
+    assert {key: value for key, value in recipe.items() if key not in aside} == \
+        {key: value for key, value in make_config().items() if key not in aside}
 
 
 def test_a_resumed_or_evaluated_run_goes_where_minisnn_device_says(run, capsys, monkeypatch):
@@ -413,7 +414,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     program = ("import sys\nfrom minisnn import cli\n"
                "def chatty(args):\n    for i in range(100000):\n        print('line', i)\n"
                "cli.doctor_command = chatty\nsys.exit(cli.main(['doctor']))\n")
-    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as in a shell
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=buffered)
     child.stdout.close()  # the reader is gone before the first line is written
     _, err = child.communicate(timeout=60)
     assert child.returncode == cli.EXIT_ERROR and err == b"", err.decode()
