@@ -572,6 +572,19 @@ EXPLAINED = {
     "imagefolder.py:ImageBatches.batches: constant: 2 -> 3": (
         NW, "a deeper decoding pipeline, 3 batches per worker in flight: the same batches in the same order "
             "(speed and memory only; benchmarks/imagefolder_throughput.py)"),
+    "cifar10.py:download_file: argument: tqdm(..., initial=offset) -> without initial": (
+        NW, "the progress bar of a resumed download starts at 0 instead of the bytes kept; the file is written "
+            "the same"),
+    "cifar10.py:download_file: argument: tqdm(..., unit_scale=True) -> without unit_scale": (
+        NW, "the progress bar counts bytes instead of kB/MB"),
+    "cifar10_dvs.py:CIFAR10DVS.load_all: argument: tqdm(..., desc='CIFAR10-DVS frames') -> without desc": (
+        NW, "the progress bar's label"),
+    "cifar10_dvs.py:events_to_frames: argument: np.arange(..., dtype=np.int32) -> without dtype": (
+        EQ, "the slice numbers in int64 instead of int32: the same cell indices and counts"),
+    "imagefolder.py:ImageFolder: argument: dataclass(..., eq=False) -> without eq": (
+        EQ, "eq=True on the dataclass: no code compares two data sets (as for False -> True)"),
+    "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1 #2": (
+        NW, "the default worker count of ImageBatches, which ImageFolder.loader, its one caller, always passes"),
     "cifar10_dvs.py:monotonic_timestamps: argument: np.maximum.accumulate(..., out=unwrapped) -> without out": (
         EQ, "the running maximum into a new array instead of in place: the same values and dtype"),
     "cifar10_dvs.py:events_to_frames: argument: a.astype(..., copy=False) -> without copy": (

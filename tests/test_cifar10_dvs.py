@@ -557,3 +557,17 @@ def test_shift_and_flip_moves_every_time_step_alike():
     np.testing.assert_array_equal(out, dvs.shift_and_flip(batch, np.random.default_rng(1), max_shift=2))
     with pytest.raises(ValueError, match=r"\[N, T, 2, H, W\]"):
         dvs.shift_and_flip(batch[0], rng)
+
+
+@pytest.mark.parametrize("x, y, p", [(-1, 0, 0), (128, 0, 0), (0, -1, 0), (0, 128, 0), (0, 0, -1), (0, 0, 2)])
+def test_frames_refuse_an_event_outside_the_sensor_naming_it(x, y, p):
+    with pytest.raises(ValueError, match=r"events_to_frames: need 0 <= x, y < 128 and p in \{0, 1\}"):
+        dvs.events_to_frames([0, 1], [0, x], [0, y], [0, p], T=1)
+
+
+def test_cached_frames_checks_its_settings_before_touching_any_file(tmp_path):
+    for bad, says in (({"T": 0}, "T must be a positive int"), ({"size": 129}, "size must be an int in 1..128")):
+        frame_args = dict(dict(T=2, size=8), **bad)
+        with pytest.raises(ValueError, match=f"cached_frames: {says}"):
+            dvs.cached_frames(tmp_path / "missing.aedat", tmp_path / "cache" / "missing.npz", **frame_args)
+    assert list(tmp_path.iterdir()) == []
