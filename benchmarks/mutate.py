@@ -585,6 +585,10 @@ EXPLAINED = {
         EQ, "eq=True on the dataclass: no code compares two data sets (as for False -> True)"),
     "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1 #2": (
         NW, "the default worker count of ImageBatches, which ImageFolder.loader, its one caller, always passes"),
+    "cifar10_dvs.py:_slice_starts: operator: -k * (duration + 1) // T -> -k * (duration + 1) / T": (
+        EQ, "the exact quotient instead of its ceiling: for whole-microsecond times e, e < x exactly when "
+            "e < ceil(x), so searchsorted finds the same boundaries (float64 holds k (D + 1) / T of a recording "
+            "far more finely than 1/T)"),
     "cifar10_dvs.py:monotonic_timestamps: argument: np.maximum.accumulate(..., out=unwrapped) -> without out": (
         EQ, "the running maximum into a new array instead of in place: the same values and dtype"),
     "cifar10_dvs.py:events_to_frames: argument: a.astype(..., copy=False) -> without copy": (
