@@ -571,3 +571,11 @@ def test_cached_frames_checks_its_settings_before_touching_any_file(tmp_path):
         with pytest.raises(ValueError, match=f"cached_frames: {says}"):
             dvs.cached_frames(tmp_path / "missing.aedat", tmp_path / "cache" / "missing.npz", **frame_args)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cached_frames_take_text_paths_and_are_the_recordings_frames(tmp_path):
+    events = random_events(np.random.default_rng(1), 80)
+    dvs.write_aedat(tmp_path / "rec.aedat", *events)
+    frames, skipped = dvs.cached_frames(str(tmp_path / "rec.aedat"), str(tmp_path / "rec.npz"), 3, size=16)
+    assert skipped == 0 and (tmp_path / "rec.npz").exists()
+    assert np.array_equal(frames, dvs.events_to_frames(*events, T=3, size=16))
