@@ -637,6 +637,14 @@ EXPLAINED = {
         NW, "the redirect guards the flush of stdout at exit; on CPython 3.11 a write that fails with EPIPE leaves "
             "nothing buffered, so nothing is flushed either way (measured: exit 2 and no message with the redirect, "
             "swapped or none; test_a_reader_that_goes_away_ends_the_command_quietly checks the quiet exit)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('width')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('data_dir')) -> without type": (
+        EQ, "the same check in make_config takes the same text (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_train') -> without dest": (
+        EQ, "argparse derives the same dest from --limit-train"),
+    "cli.py:add_train_args: argument: g.add_argument(..., metavar='{' + ','.join(RESIZE_MODES...) -> without metavar": (
+        NW, "--help shows the value as RESIZE instead of {sum,bilinear}; the help text names both modes"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint

@@ -420,3 +420,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     child.stdout.close()  # the reader is gone before the first line is written
     _, err = child.communicate(timeout=60)
     assert child.returncode == cli.EXIT_ERROR and err == b"", err.decode()
+
+
+def test_model_and_data_set_options_must_come_as_a_dict_naming_which():
+    for key in ("model_args", "dataset_args"):
+        with pytest.raises(experiment.ConfigError, match=f"{key} must be a dict of options, got \\[4\\]"):
+            make_config(**{key: [4]})
+
+
+def test_every_command_has_a_line_of_help():
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    helped = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(helped) == set(commands.choices) and all(helped.values()), helped
