@@ -97,6 +97,8 @@ def test_reads_real_cifar10_sample(cifar_sample):
     # The folder itself is accepted as data_dir too.
     same_x, same_y, _, _ = load_cifar10(cifar_sample / "cifar-10-batches-py")
     assert np.array_equal(same_x, train_x) and np.array_equal(same_y, train_y)
+    text_x, _, _, text_y = cifar10.read_cifar10_folder(str(cifar_sample / "cifar-10-batches-py"))  # a text path
+    assert np.array_equal(text_x, train_x) and np.array_equal(text_y, test_y)
 
 
 def test_normalisation_constants_are_the_statistics_of_the_real_images(cifar_sample):

@@ -244,3 +244,9 @@ def test_the_folders_loaders_take_its_worker_count_and_drop_the_last_batch_when_
     for split, sizes in (("train", [5, 5]), ("test", [5])):  # 12 training and 6 test images
         loader = dataclasses.replace(data, workers=0).loader(split, 5, drop_last=True)
         assert [len(y) for _, y in loader.batches(0)] == sizes
+
+
+def test_images_are_normalised_with_imagenets_published_statistics():
+    # the per-channel mean and std every ImageNet recipe (and torchvision's models) normalise with
+    from minisnn.data import imagefolder
+    assert imagefolder.IMAGENET_MEAN == (0.485, 0.456, 0.406) and imagefolder.IMAGENET_STD == (0.229, 0.224, 0.225)
