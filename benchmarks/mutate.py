@@ -539,6 +539,9 @@ EXPLAINED = {
         EQ, "its one caller, load_image_folder, passes a Path"),
     "imagefolder.py:random_resized_box: constant: 0 -> 1 #2": (
         NW, "boxes one pixel high are refused and drawn again (or the fallback box taken); none leaves the image"),
+    "imagefolder.py:random_resized_box: constant: 0 -> 1": (
+        NW, "boxes one pixel wide are refused and drawn again (or the fallback box taken); none leaves the image "
+            "(as for the height, #2)"),
     "imagefolder.py:decode_batch: constant: 1 -> 0": (
         NW, "the crops come from another fixed random stream: as reproducible and per image, other values"),
     "imagefolder.py:ImageBatches.batches: constant: True -> False #2": (
