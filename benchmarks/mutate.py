@@ -539,6 +539,9 @@ EXPLAINED = {
         EQ, "its one caller, load_image_folder, passes a Path"),
     "imagefolder.py:random_resized_box: constant: 0 -> 1 #2": (
         NW, "boxes one pixel high are refused and drawn again (or the fallback box taken); none leaves the image"),
+    "imagefolder.py:random_resized_box: constant: 0 -> 1": (
+        NW, "boxes one pixel wide are refused and drawn again (or the fallback box taken); none leaves the image "
+            "(as for the height, #2)"),
     "imagefolder.py:decode_batch: constant: 1 -> 0": (
         NW, "the crops come from another fixed random stream: as reproducible and per image, other values"),
     "imagefolder.py:ImageBatches.batches: constant: True -> False #2": (
@@ -560,6 +563,35 @@ EXPLAINED = {
         NW, "the progress bar shows no total; the file is written the same"),
     "cifar10_dvs.py:_header_end: constant: 0 -> 1 #3": (
         EQ, "find() starts at pos, where a '#' stands: the line end found is never at 0 (< 0 and < 1 agree)"),
+    "cifar10_dvs.py:_header_end: compare: first_end >= 0 -> first_end > 0": (
+        EQ, "the data begin with the '#!AER-DAT' magic (checked just before): the first line end is never at 0"),
+    "cifar10_dvs.py:_header_end: compare: end < 0 -> end <= 0": (
+        EQ, "find() starts at pos, where a '#' stands: the line end found is never at 0 (as for 0 -> 1 #3)"),
+    "cifar10_dvs.py:CIFAR10DVS.load_all: constant: False -> True": (
+        EQ, "a default (progress) that load_cifar10_dvs, the one caller, always passes"),
+    "cifar10.py:download_file: operator: int(size) + offset -> int(size) - offset": (
+        NW, "the progress bar's total of a resumed download is short by twice the part kept; the file is "
+            "written the same"),
+    "imagefolder.py:ImageBatches.batches: constant: 2 -> 3": (
+        NW, "a deeper decoding pipeline, 3 batches per worker in flight: the same batches in the same order "
+            "(speed and memory only; benchmarks/imagefolder_throughput.py)"),
+    "cifar10.py:download_file: argument: tqdm(..., initial=offset) -> without initial": (
+        NW, "the progress bar of a resumed download starts at 0 instead of the bytes kept; the file is written "
+            "the same"),
+    "cifar10.py:download_file: argument: tqdm(..., unit_scale=True) -> without unit_scale": (
+        NW, "the progress bar counts bytes instead of kB/MB"),
+    "cifar10_dvs.py:CIFAR10DVS.load_all: argument: tqdm(..., desc='CIFAR10-DVS frames') -> without desc": (
+        NW, "the progress bar's label"),
+    "cifar10_dvs.py:events_to_frames: argument: np.arange(..., dtype=np.int32) -> without dtype": (
+        EQ, "the slice numbers in int64 instead of int32: the same cell indices and counts"),
+    "imagefolder.py:ImageFolder: argument: dataclass(..., eq=False) -> without eq": (
+        EQ, "eq=True on the dataclass: no code compares two data sets (as for False -> True)"),
+    "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1 #2": (
+        NW, "the default worker count of ImageBatches, which ImageFolder.loader, its one caller, always passes"),
+    "cifar10_dvs.py:_slice_starts: operator: -k * (duration + 1) // T -> -k * (duration + 1) / T": (
+        EQ, "the exact quotient instead of its ceiling: for whole-microsecond times e, e < x exactly when "
+            "e < ceil(x), so searchsorted finds the same boundaries (float64 holds k (D + 1) / T of a recording "
+            "far more finely than 1/T)"),
     "cifar10_dvs.py:monotonic_timestamps: argument: np.maximum.accumulate(..., out=unwrapped) -> without out": (
         EQ, "the running maximum into a new array instead of in place: the same values and dtype"),
     "cifar10_dvs.py:events_to_frames: argument: a.astype(..., copy=False) -> without copy": (
@@ -599,6 +631,23 @@ EXPLAINED = {
         EQ, "the same check in make_config (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument(..., type=checked('weight_decay')) -> without type": (
         EQ, "the same check in make_config turns the text into the same float (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('min_lr')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same float (see --model)"),
+    "cli.py:option_help.shown: statement: return none_means -> pass": (
+        EQ, "no caller passes none_means, so it is always None and both return None (an unused parameter, "
+            "left to the lead)"),
+    "cli.py:main: argument: os.dup2(os.open(os.devnull, os.O_WR..., sys.stdout.fileno()) -> the two swapped": (
+        NW, "the redirect guards the flush of stdout at exit; on CPython 3.11 a write that fails with EPIPE leaves "
+            "nothing buffered, so nothing is flushed either way (measured: exit 2 and no message with the redirect, "
+            "swapped or none; test_a_reader_that_goes_away_ends_the_command_quietly checks the quiet exit)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('width')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('data_dir')) -> without type": (
+        EQ, "the same check in make_config takes the same text (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_train') -> without dest": (
+        EQ, "argparse derives the same dest from --limit-train"),
+    "cli.py:add_train_args: argument: g.add_argument(..., metavar='{' + ','.join(RESIZE_MODES...) -> without metavar": (
+        NW, "--help shows the value as RESIZE instead of {sum,bilinear}; the help text names both modes"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint

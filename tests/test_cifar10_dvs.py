@@ -116,11 +116,21 @@ def test_missing_file_raises_dataset_error(tmp_path):
         dvs.read_aedat(tmp_path / "nothere.aedat")
 
 
-def test_writer_rejects_out_of_range_events(tmp_path):
-    with pytest.raises(ValueError, match="x must lie in 0..127"):
-        dvs.write_aedat(tmp_path / "w.aedat", [0], [128], [0], [0])
-    with pytest.raises(ValueError, match="p must lie"):
-        dvs.write_aedat(tmp_path / "w.aedat", [0], [0], [0], [2])
+@pytest.mark.parametrize("t, x, y, p, says", [
+    (-1, 0, 0, 0, "t must lie in 0..4294967295"), (2 ** 32, 0, 0, 0, "t must lie in 0..4294967295"),
+    (0, -1, 0, 0, "x must lie in 0..127"), (0, 128, 0, 0, "x must lie in 0..127"),
+    (0, 0, -1, 0, "y must lie in 0..127"), (0, 0, 128, 0, "y must lie in 0..127"),
+    (0, 0, 0, -1, "p must lie in 0..1"), (0, 0, 0, 2, "p must lie in 0..1")])
+def test_writer_rejects_each_value_outside_the_sensor_and_format(tmp_path, t, x, y, p, says):
+    # an address field overflowing into its neighbour would write a different event, silently
+    with pytest.raises(ValueError, match=says):
+        dvs.write_aedat(tmp_path / "w.aedat", [t], [x], [y], [p])
+    assert not (tmp_path / "w.aedat").exists()
+    dvs.write_aedat(tmp_path / "w.aedat", [min(max(t, 0), 2 ** 32 - 1)], [min(max(x, 0), 127)],
+                    [min(max(y, 0), 127)], [min(max(p, 0), 1)])  # the nearest valid event is written
+
+
+def test_writer_rejects_events_of_different_lengths(tmp_path):
     with pytest.raises(ValueError, match="1-D arrays of one length"):
         dvs.write_aedat(tmp_path / "w.aedat", [0, 1], [0], [0], [0])
 
@@ -547,3 +557,25 @@ def test_shift_and_flip_moves_every_time_step_alike():
     np.testing.assert_array_equal(out, dvs.shift_and_flip(batch, np.random.default_rng(1), max_shift=2))
     with pytest.raises(ValueError, match=r"\[N, T, 2, H, W\]"):
         dvs.shift_and_flip(batch[0], rng)
+
+
+@pytest.mark.parametrize("x, y, p", [(-1, 0, 0), (128, 0, 0), (0, -1, 0), (0, 128, 0), (0, 0, -1), (0, 0, 2)])
+def test_frames_refuse_an_event_outside_the_sensor_naming_it(x, y, p):
+    with pytest.raises(ValueError, match=r"events_to_frames: need 0 <= x, y < 128 and p in \{0, 1\}"):
+        dvs.events_to_frames([0, 1], [0, x], [0, y], [0, p], T=1)
+
+
+def test_cached_frames_checks_its_settings_before_touching_any_file(tmp_path):
+    for bad, says in (({"T": 0}, "T must be a positive int"), ({"size": 129}, "size must be an int in 1..128")):
+        frame_args = dict(dict(T=2, size=8), **bad)
+        with pytest.raises(ValueError, match=f"cached_frames: {says}"):
+            dvs.cached_frames(tmp_path / "missing.aedat", tmp_path / "cache" / "missing.npz", **frame_args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cached_frames_take_text_paths_and_are_the_recordings_frames(tmp_path):
+    events = random_events(np.random.default_rng(1), 80)
+    dvs.write_aedat(tmp_path / "rec.aedat", *events)
+    frames, skipped = dvs.cached_frames(str(tmp_path / "rec.aedat"), str(tmp_path / "rec.npz"), 3, size=16)
+    assert skipped == 0 and (tmp_path / "rec.npz").exists()
+    assert np.array_equal(frames, dvs.events_to_frames(*events, T=3, size=16))

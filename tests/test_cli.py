@@ -367,3 +367,68 @@ def test_a_real_ctrl_c_saves_the_position_and_the_run_resumes(cifar_sample, tmp_
     assert meta["interrupted"] and meta["epoch"] >= 1
     code, out, _ = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", meta["epoch"] + 1)
     assert code == 0 and f'"epoch": {meta["epoch"] + 1}' in out
+
+
+def test_the_defaults_are_the_readmes_recipe_for_the_paper():
+    # `minisnn train` with no flags trains what the README's command spells out (how long, and where, aside)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = "minisnn train --dataset cifar10 --download --model resnet19"
+    command = readme.split(start, 1)[1].split("\nminisnn eval")[0]
+    args = vars(train_parser().parse_args(["--model", "resnet19", *command.replace("\\\n", " ").split()]))
+    aside = ("epochs", "download", "device", "out")
+    recipe = make_config(**{key: value for key, value in args.items() if key not in aside + ("resume", "overwrite")})
+    assert (recipe["batch_size"], recipe["lr"], recipe["weight_decay"]) == (64, 0.1, 5e-4)
+    assert {key: value for key, value in recipe.items() if key not in aside} == \
+        {key: value for key, value in make_config().items() if key not in aside}
+
+
+def test_a_resumed_or_evaluated_run_goes_where_minisnn_device_says(run, capsys, monkeypatch):
+    spoil(run / "last.npz", device="cuda:0")
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 0, err
+    assert load_checkpoint(run / "last.npz")["meta"]["config"]["device"] == "cpu"
+    code, _, err = minisnn(capsys, "eval", run / "last.npz")
+    assert code == 0, err
+
+
+def test_eval_scores_as_many_test_images_as_limit_test_says(run, capsys):
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "8")
+    assert code == 0 and "on 8 images" in out
+    code, _, err = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "0")
+    assert code == 2 and "--limit-test" in err
+
+
+def test_every_model_and_data_set_option_has_its_flag_on_train():
+    flags = {flag: action.dest for action in train_parser()._actions for flag in action.option_strings}
+    options = set().union(*experiment.MODEL_OPTIONS.values(), *experiment.DATASET_OPTIONS.values())
+    for option in options:
+        assert flags.get(experiment.FLAGS[option]) == option, experiment.FLAGS[option]
+    args = train_parser().parse_args(["--dvs-split", "time", "--dvs-split-rule", "spikingjelly", "--dvs-resize",
+                                      "bilinear", "--dvs-size", "48"])
+    assert (args.split_by, args.split_rule, args.resize, args.size) == ("time", "spikingjelly", "bilinear", 48)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    # `minisnn eval ... | head -1`: the pipe closes while minisnn still writes; exit 2 and not a word more
+    program = ("import sys\nfrom minisnn import cli\n"
+               "def chatty(args):\n    for i in range(100000):\n        print('line', i)\n"
+               "cli.doctor_command = chatty\nsys.exit(cli.main(['doctor']))\n")
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as in a shell
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=buffered)
+    child.stdout.close()  # the reader is gone before the first line is written
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == cli.EXIT_ERROR and err == b"", err.decode()
+
+
+def test_model_and_data_set_options_must_come_as_a_dict_naming_which():
+    for key in ("model_args", "dataset_args"):
+        with pytest.raises(experiment.ConfigError, match=f"{key} must be a dict of options, got \\[4\\]"):
+            make_config(**{key: [4]})
+
+
+def test_every_command_has_a_line_of_help():
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    helped = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(helped) == set(commands.choices) and all(helped.values()), helped

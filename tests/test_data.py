@@ -97,6 +97,8 @@ def test_reads_real_cifar10_sample(cifar_sample):
     # The folder itself is accepted as data_dir too.
     same_x, same_y, _, _ = load_cifar10(cifar_sample / "cifar-10-batches-py")
     assert np.array_equal(same_x, train_x) and np.array_equal(same_y, train_y)
+    text_x, _, _, text_y = cifar10.read_cifar10_folder(str(cifar_sample / "cifar-10-batches-py"))  # a text path
+    assert np.array_equal(text_x, train_x) and np.array_equal(text_y, test_y)
 
 
 def test_normalisation_constants_are_the_statistics_of_the_real_images(cifar_sample):
@@ -320,6 +322,18 @@ def test_extraction_creates_the_folder_it_extracts_into(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in official.iterdir())
 
 
+def test_extraction_killed_midway_does_not_block_or_leak_into_the_next_one(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    stale = tmp_path / "cache" / "cifar-10-batches-py.tmp"  # what an extraction killed midway leaves
+    stale.mkdir(parents=True)
+    (stale / "data_batch_1").write_bytes(b"half a file")
+    folder = extract_cifar10(archive, tmp_path / "cache")
+    official = tmp_path / "src" / "cifar-10-batches-py"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in official.iterdir())
+    assert (folder / "data_batch_1").read_bytes() == (official / "data_batch_1").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["cifar-10-batches-py"]
+
+
 def test_extraction_refuses_links(tmp_path):
     archive = tmp_path / "a.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -352,20 +366,22 @@ def test_download_with_wrong_md5_is_deleted_and_not_extracted(tmp_path, monkeypa
     assert not any(cache.iterdir())  # no archive, no .part, no extracted folder
 
 
-def test_download_resumes_a_partial_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kept", [1, 4321, 9999])
+def test_download_resumes_a_partial_file(tmp_path, monkeypatch, kept):
     payload = np.random.default_rng(1).integers(0, 256, size=10_000, dtype=np.uint8).tobytes()
     dest = tmp_path / "file.bin"
-    (tmp_path / "file.bin.part").write_bytes(payload[:4321])
+    (tmp_path / "file.bin.part").write_bytes(payload[:kept])
     log = []
     monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, log=log))
     download_file("https://example.invalid/file.bin", dest, hashlib.md5(payload).hexdigest(), chunk_size=1000)
-    assert log == ["bytes=4321-"]
+    assert log == [f"bytes={kept}-"]
     assert dest.read_bytes() == payload and not (tmp_path / "file.bin.part").exists()
 
 
-def test_a_partial_file_that_already_holds_the_whole_download_is_finished_not_refetched(tmp_path, monkeypatch):
+@pytest.mark.parametrize("payload", [bytes(range(256)) * 40, b"x"], ids=["10240 bytes", "1 byte"])
+def test_a_partial_file_that_already_holds_the_whole_download_is_finished_not_refetched(tmp_path, monkeypatch,
+                                                                                        payload):
     # a download killed after its last byte but before the rename: the server answers the resume with 416
-    payload = bytes(range(256)) * 40
     dest = tmp_path / "file.bin"
     (tmp_path / "file.bin.part").write_bytes(payload)
     log = []
@@ -418,6 +434,17 @@ def test_a_download_passes_its_timeout_and_an_http_error_is_named(tmp_path, monk
     monkeypatch.setattr(urllib.request, "urlopen", missing)
     with pytest.raises(DatasetError, match="download of https://example.invalid/g.bin failed: HTTP 404 Not Found"):
         download_file("https://example.invalid/g.bin", tmp_path / "g.bin", "0" * 32)
+
+
+def test_a_416_to_a_fresh_download_is_an_http_error_naming_it(tmp_path, monkeypatch):
+    # with no partial file there is no range to be unsatisfiable: a 416 is the server's error, not "done"
+    def refusing(request, timeout=None):
+        raise urllib.error.HTTPError(request.full_url, 416, "Range Not Satisfiable", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", refusing)
+    with pytest.raises(DatasetError, match="HTTP 416"):
+        download_file("https://example.invalid/file.bin", tmp_path / "file.bin", "0" * 32)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_restarts_when_server_ignores_range(tmp_path, monkeypatch):
@@ -491,6 +518,17 @@ def test_random_crop_offsets_differ_per_image_and_padding_zero_is_identity():
         random_crop(batch, 4, 0)
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         random_crop(batch[0], 4, np.random.default_rng(0))
+
+
+def test_the_standard_augmentation_shifts_each_image_by_up_to_4_pixels_each_way():
+    # the usual CIFAR recipe: pad by 4, crop 32 x 32 at random, mirror half; a lit pixel shows the shift
+    batch = np.zeros((400, 1, 32, 32), np.uint8)
+    batch[:, 0, 16, 16] = 255
+    out = crop_and_flip(batch, np.random.default_rng(3))
+    _, _, rows, cols = np.nonzero(out)
+    assert len(rows) == len(batch)
+    column_shifts = np.minimum(np.abs(cols - 16), np.abs(31 - cols - 16))  # either side of a mirror
+    assert set(rows - 16) == set(range(-4, 5)) and column_shifts.max() == 4
 
 
 def test_random_flip_mirrors_about_half_and_is_its_own_inverse():

@@ -236,3 +236,17 @@ def test_the_imagenet_resnet34_has_the_imagenet_stem():
     assert logits.shape == (2, 3) and shapes == [(2, 2, 64, 16, 16)]  # 64 -> 32 (conv) -> 16 (pool)
     cifar_sized = build_model("resnet34")  # the existing ResNet-34 keeps its 3x3 stem and no pooling
     assert cifar_sized.stem[0].conv.kernel_size == (3, 3) and cifar_sized.stem_pool is None
+
+
+def test_the_folders_loaders_take_its_worker_count_and_drop_the_last_batch_when_told(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=3)
+    assert data.workers == 3 and data.loader("train", 5).workers == 3 and data.loader("test", 5).workers == 3
+    for split, sizes in (("train", [5, 5]), ("test", [5])):  # 12 training and 6 test images
+        loader = dataclasses.replace(data, workers=0).loader(split, 5, drop_last=True)
+        assert [len(y) for _, y in loader.batches(0)] == sizes
+
+
+def test_images_are_normalised_with_imagenets_published_statistics():
+    # the per-channel mean and std every ImageNet recipe (and torchvision's models) normalise with
+    from minisnn.data import imagefolder
+    assert imagefolder.IMAGENET_MEAN == (0.485, 0.456, 0.406) and imagefolder.IMAGENET_STD == (0.229, 0.224, 0.225)

@@ -477,3 +477,20 @@ def test_every_rank_of_a_data_parallel_run_names_the_same_last_good_checkpoint(c
     assert rank1 == rank0
     assert "no checkpoint of this run has been written yet" in rank0[0]
     assert "(end of epoch 1)" in rank0[1] and "(end of epoch 1 (saved at Ctrl-C))" in rank0[2]
+
+
+def test_a_stop_asked_on_another_rank_stops_this_one_after_the_same_step(cifar_sample, tmp_path, monkeypatch):
+    # [dist] a Ctrl-C reaches one rank of an mpiexec job; the allreduce tells the others, which must stop too
+    from minisnn.dist import DataParallel
+    one_rank = DataParallel.backward
+
+    def another_rank_was_stopped(self, loss, count, stop=False):
+        batch_loss, _ = one_rank(self, loss, count, stop)
+        return batch_loss, True
+
+    monkeypatch.setattr(DataParallel, "backward", another_rank_was_stopped)
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+    assert not trainer.stop_requested
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_epoch()
+    assert trainer.step == 1 and trainer.stop_requested
