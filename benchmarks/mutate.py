@@ -633,9 +633,6 @@ EXPLAINED = {
         EQ, "the same check in make_config turns the text into the same float (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument(..., type=checked('min_lr')) -> without type": (
         EQ, "the same check in make_config turns the text into the same float (see --model)"),
-    "cli.py:option_help.shown: statement: return none_means -> pass": (
-        EQ, "no caller passes none_means, so it is always None and both return None (an unused parameter, "
-            "left to the lead)"),
     "cli.py:main: argument: os.dup2(os.open(os.devnull, os.O_WR..., sys.stdout.fileno()) -> the two swapped": (
         NW, "the redirect guards the flush of stdout at exit; on CPython 3.11 a write that fails with EPIPE leaves "
             "nothing buffered, so nothing is flushed either way (measured: exit 2 and no message with the redirect, "

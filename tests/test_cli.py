@@ -336,6 +336,9 @@ def test_train_help_documents_every_flag_under_its_heading_and_each_options_owne
     assert [title for title in flags if flags[title]][-4:] == ["the model", "the data", "training", "the run"]
     assert {"--model", "--strides", "-T"} <= flags["the model"] and {"--dataset", "--workers"} <= flags["the data"]
     assert {"--epochs", "--sync-norm"} <= flags["training"] and {"--out", "--overwrite"} <= flags["the run"]
+    helps = {flag: a.help for a in parser._actions for flag in a.option_strings}
+    assert helps["--strides"].endswith("(default: resnet_small 1, then 2 for each later stage)")  # None, in words
+    assert helps["--depth"].endswith("(default: plain 20)")
 
 
 def test_every_flag_of_train_eval_and_export_has_help():
