@@ -45,7 +45,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import linemap
+
 REPO = Path(__file__).resolve().parents[1]
+LINEMAP = Path(linemap.__file__).resolve()
 
 # module file -> the fast test files (or single tests) that exercise it (the most specific first: -x stops at the
 # first failure)
@@ -101,6 +104,7 @@ class Mutant:
 
     def __init__(self, path, where, kind, node, shown, change, text=None):
         self.path, self.where, self.kind, self.line = path, where, kind, node.lineno
+        self.end_line = getattr(node, "end_lineno", None) or node.lineno
         self.before, self.shown, self.text = short(node), shown, text
         self.apply, self.undo = change
         self.id, self.chosen = None, True
@@ -244,10 +248,9 @@ def scratch_copy(root):
     return repo
 
 
-def run_tests(repo, tests, timeout, log, stop_at_first=True):
-    """Run ``pytest -x`` (or without -x) on ``tests`` in the scratch repository in a forked child. Returns
-    (status, seconds): status "passed", "failed" (a test failed or errored, or collection broke), "timeout"
-    or "crashed"."""
+def in_child(body, repo, timeout, log):
+    """Run ``body()`` (returning an exit code) in a forked child, in the scratch repository, its output in
+    ``log``. Returns (exit code or "timeout", seconds)."""
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: its own process group, so that a timeout takes the processes it started too
@@ -258,10 +261,7 @@ def run_tests(repo, tests, timeout, log, stop_at_first=True):
             os.dup2(fd, 2)
             os.chdir(repo)
             sys.path.insert(0, str(repo))
-            import pytest
-            code = pytest.main([*tests, *(["-x"] if stop_at_first else []), "-q", "-p", "no:cacheprovider",
-                                "--basetemp", str(Path(log).parent / "tmp")])
-            os._exit(int(code))
+            os._exit(int(body()))
         except BaseException:
             os._exit(99)
     deadline = start + timeout
@@ -274,8 +274,24 @@ def run_tests(repo, tests, timeout, log, stop_at_first=True):
             os.waitpid(pid, 0)
             return "timeout", time.perf_counter() - start
         time.sleep(0.02)
-    seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - start
+
+
+def pytest_args(tests, log, stop_at_first):
+    return [*tests, *(["-x"] if stop_at_first else []), "-q", "-p", "no:cacheprovider",
+            "--basetemp", str(Path(log).parent / "tmp")]
+
+
+def run_tests(repo, tests, timeout, log, stop_at_first=True):
+    """Run ``pytest -x`` (or without -x) on ``tests`` in the scratch repository in a forked child. Returns
+    (status, seconds): status "passed", "failed" (a test failed or errored, or collection broke), "timeout"
+    or "crashed"."""
+    def body():
+        import pytest
+        return pytest.main(pytest_args(tests, log, stop_at_first))
+    code, seconds = in_child(body, repo, timeout, log)
+    if code == "timeout":
+        return code, seconds
     if code == 0:
         return "passed", seconds
     if code in (1, 2, 3):  # tests failed / interrupted (collection or import error) / internal error
@@ -283,6 +299,48 @@ def run_tests(repo, tests, timeout, log, stop_at_first=True):
     if code < 0:
         return "crashed", seconds
     raise RuntimeError(f"pytest exited with {code} on {tests}; see {log}")
+
+
+def map_lines(repo, tests, log):
+    """Run ``tests`` once (no -x) with every line of the package traced; return {file: {line: [node ids]}}
+    (see linemap.py), lines run outside any test under the node id ``linemap.OUTSIDE``."""
+    out = Path(log).parent / "linemap.json"
+    site = Path(log).parent / "linemap-site"
+    site.mkdir(exist_ok=True)  # the sitecustomize of every Python process the tests start
+    (site / "sitecustomize.py").write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('minisnn_linemap', {str(LINEMAP)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\nmodule.site_hook()\n")
+
+    def body():
+        import pytest
+        os.environ["PYTHONPATH"] = f"{site}{os.pathsep}{os.environ['PYTHONPATH']}"
+        os.environ[linemap.ROOT_ENV] = str(repo / "minisnn")
+        tracer = linemap.LineTracer(repo / "minisnn")
+        plugin = linemap.LineMapPlugin(tracer, Path(log).parent / "linemap-spool")
+        tracer.start()
+        code = pytest.main(pytest_args(tests, log, False), plugins=[plugin])
+        sys.settrace(None)
+        plugin.save(out, repo)
+        return code
+    code, seconds = in_child(body, repo, 3600, log)
+    if code != 0:
+        raise SystemExit(f"the traced run of {tests} did not pass ({code}); see {log}:\n{first_failure(log)}")
+    print(f"line map: {len(tests)} test files traced in {seconds:.0f} s", file=sys.stderr)
+    return {path: {int(line): ids for line, ids in lines.items()} for path, lines in json.loads(out.read_text()).items()}
+
+
+def covering_tests(m, line_map, tests):
+    """The node ids of ``tests`` (the module's TESTS entries) that run a line of mutant ``m``, the fastest
+    first; None when a line of it runs outside any test (at import: every test may see it)."""
+    lines = line_map.get(m.path, {})
+    found = []
+    for line in range(m.line, m.end_line + 1):
+        ids = lines.get(line, [])
+        if linemap.OUTSIDE in ids:
+            return None
+        found += [i for i in ids if i not in found and any(i == t or i.startswith(t + "::") for t in tests)]
+    return found
 
 
 def failures(log):
@@ -297,16 +355,18 @@ def first_failure(log):
     return (failures(log) or [""])[0]
 
 
-def run(files, mutants, repo, timeout_factor, verbose):
-    """Run the baseline of every file, then each mutant; return a list of result dicts."""
+def run(files, mutants, repo, timeout_factor, verbose, covering_only):
+    """Run the baseline of every file, then each mutant; return a list of result dicts. A mutant first meets
+    the tests that run its lines (the line map); if they all pass, the whole test list of its module -- unless
+    ``covering_only``, which reports it as a survivor of its covering tests (``"ran": "covering"``)."""
     results = []
     work = repo.parent
     log = str(work / "log.txt")
-    for path in files:
+    chosen_files = [path for path in files if any(m.chosen for m in mutants[path][1])]
+    line_map = map_lines(repo, list(dict.fromkeys(t for path in chosen_files for t in TESTS[path])), log)
+    for path in chosen_files:
         tree, found = mutants[path]
         chosen = [m for m in found if m.chosen]
-        if not chosen:
-            continue
         target = repo / path
         target.write_text(ast.unparse(tree))  # the rendered original: the same program, formatted like the mutants
         status, base = run_tests(repo, TESTS[path], 1800, log)
@@ -321,13 +381,22 @@ def run(files, mutants, repo, timeout_factor, verbose):
                 target.write_text(ast.unparse(tree))
             finally:
                 m.undo()
-            status, seconds = run_tests(repo, TESTS[path], timeout, log)
+            covering = covering_tests(m, line_map, TESTS[path])
+            status, seconds, ran = "passed", 0.0, "none"
+            if covering:
+                status, seconds = run_tests(repo, covering, timeout, log)
+                ran = "covering"
+            if status == "passed" and (covering is None or not covering_only):
+                status, more = run_tests(repo, TESTS[path], timeout, log)
+                seconds, ran = seconds + more, "all"
             killed_by = first_failure(log) if status == "failed" else status
             results.append({"id": m.id, "file": path, "line": m.line, "kind": m.kind, "status": status,
-                            "killed_by": killed_by if status != "passed" else None, "seconds": round(seconds, 2)})
+                            "killed_by": killed_by if status != "passed" else None, "ran": ran,
+                            "covering_tests": None if covering is None else len(covering),
+                            "seconds": round(seconds, 2)})
             if verbose or status == "passed":
                 print(f"  [{k}/{len(chosen)}] {'SURVIVED' if status == 'passed' else 'killed  '} "
-                      f"line {m.line}: {m.id}", file=sys.stderr)
+                      f"line {m.line}: {m.id}" + ("" if ran == "all" else f" (tests run: {ran})"), file=sys.stderr)
         target.write_text((REPO / path).read_text())
     return results
 
@@ -391,6 +460,9 @@ def main(argv=None):
                                                       "file (after writing tests for them)")
     parser.add_argument("--timeout-factor", type=float, default=4.0,
                         help="a mutant's timeout: this times the baseline seconds, plus 10 s")
+    parser.add_argument("--covering-only", action="store_true",
+                        help="a mutant that passes the tests running its lines survives without the rest of its "
+                             "module's tests (faster; --rerun its survivors without this to confirm them)")
     parser.add_argument("--list", action="store_true", help="print the mutants (id and line) and stop")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant, not only survivors")
@@ -446,7 +518,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="minisnn-mutate-") as root:
         repo = scratch_copy(Path(root))
         os.environ["PYTHONPATH"] = str(repo)  # subprocesses the tests start import the mutated copy too
-        results = run(files, mutants, repo, args.timeout_factor, args.verbose)
+        results = run(files, mutants, repo, args.timeout_factor, args.verbose, args.covering_only)
     table, survivors = summarise(results, args.groups, sample_sizes, totals)
     print(f"\n{table}\n\n{len(results)} mutants in {time.perf_counter() - start:.0f} s "
           f"(sample: {args.sample or 'all'}, seed {args.seed})")
