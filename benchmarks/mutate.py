@@ -65,6 +65,7 @@ TESTS = {
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
+    "minisnn/evaluate.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py",
                        "tests/test_bench.py::test_cli_bench_prints_rows_and_a_table"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
@@ -74,6 +75,7 @@ TESTS = {
     "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
     "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py",
                                "tests/test_cifar10_dvs.py"],
+    "minisnn/data/registry.py": ["tests/test_data.py", "tests/test_cifar10_dvs.py", "tests/test_imagefolder.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/transforms.py": ["tests/test_data.py"],
 }
@@ -83,7 +85,7 @@ GROUPS = {
     "functions": sorted(f for f in TESTS if f.startswith("minisnn/functions/")),
     "optim": ["minisnn/optim.py"],
     "checkpoint": ["minisnn/checkpoint.py"],
-    "train": ["minisnn/train.py", "minisnn/experiment.py", "minisnn/cli.py"],
+    "train": ["minisnn/train.py", "minisnn/experiment.py", "minisnn/evaluate.py", "minisnn/cli.py"],
     "data": sorted(f for f in TESTS if f.startswith("minisnn/data/")),
 }
 
