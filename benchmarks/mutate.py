@@ -4,7 +4,9 @@
     python benchmarks/mutate.py --sample 200 --seed 0 data  # a seeded random sample of each group
     python benchmarks/mutate.py --list checkpoint           # the mutants, without running them
     python benchmarks/mutate.py --only "optim.py:SGD.update" optim   # mutants whose id contains the text
+    python benchmarks/mutate.py --covering-only --json /tmp/m.json data   # quick first pass (see below)
     python benchmarks/mutate.py --rerun /tmp/m.json data    # only the survivors of an earlier --json run
+    python benchmarks/mutate.py --report /tmp/m.json --report /tmp/rerun.json data   # their combined table
     python benchmarks/mutate.py --planted                   # the hand-written bugs of PLANTED (issue #21)
 
 Groups (``GROUPS``): core, functions, optim, checkpoint, train, data. A mutant is one small change of a
@@ -20,12 +22,16 @@ module's syntax tree, the slips a developer makes:
 
 Docstrings, f-strings and other string constants (the text of messages) are not mutated.
 
-Each mutant is written into a scratch copy of the repository (the working tree is never touched); the
-module's tests (``TESTS``) then run on it with ``pytest -x`` and a timeout, in a process forked from one
-that has already imported pytest, Hypothesis and NumPy (no minisnn: the child imports the mutated code),
-with Hypothesis derandomised (the "ci" profile of tests/conftest.py) so that a run is repeatable. A mutant
-is killed when a test fails or errors, or the run times out; it survives when the tests pass. The
-unmutated code must pass the same tests first (the baseline, which also sets each module's timeout).
+Each mutant is written into a scratch copy of the repository (the working tree is never touched); tests then
+run on it with ``pytest -x`` and a timeout, in a process forked from one that has already imported pytest,
+Hypothesis and NumPy (no minisnn: the child imports the mutated code), with Hypothesis derandomised (the "ci"
+profile of tests/conftest.py) so that a run is repeatable. First the tests of the module's list (``TESTS``)
+that execute one of the mutant's lines, the fastest first: a traced run of the unmutated code maps each line
+to the tests that run it, in child processes too (linemap.py); a line run at import time takes the whole
+list. If those pass, the whole list runs -- or, with ``--covering-only``, the mutant is reported a survivor
+at once (a quick first pass: never a false kill, at worst a false survivor, which ``--rerun`` then settles).
+A mutant is killed when a test fails or errors, or the run times out; it survives when the tests pass. The
+unmutated code must pass the whole list first (the baseline, which also sets each module's timeout).
 
 Survivors that no test can tell from the original (equivalent mutants) or that are not worth a test are
 listed in ``EXPLAINED`` with the reason. The kill rate per group is killed / (mutants run - equivalent);
