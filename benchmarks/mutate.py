@@ -73,9 +73,10 @@ TESTS = {
     "minisnn/data/digits.py": ["tests/test_data.py"],
     "minisnn/data/errors.py": ["tests/test_data.py"],
     "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
-    "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py",
-                               "tests/test_cifar10_dvs.py"],
-    "minisnn/data/registry.py": ["tests/test_data.py", "tests/test_cifar10_dvs.py", "tests/test_imagefolder.py"],
+    "minisnn/data/loader.py": ["tests/test_loader.py", "tests/test_data.py", "tests/test_imagefolder.py",
+                               "tests/test_dist.py", "tests/test_cifar10_dvs.py"],
+    "minisnn/data/registry.py": ["tests/test_registry.py", "tests/test_data.py", "tests/test_cifar10_dvs.py",
+                                 "tests/test_imagefolder.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/transforms.py": ["tests/test_data.py"],
 }
