@@ -391,3 +391,8 @@ def test_decoding_keeps_two_batches_per_worker_ahead_and_stops_with_the_reader(f
     batches.close()  # a reader that stops after one batch: the batches queued behind it are never decoded
     pool = LazyPool.made[-1]
     assert len(pool.ran) == 1 and pool.joined and sum(job.cancelled for job in pool.submitted) == 4
+
+
+def test_image_folders_compare_and_hash_by_identity(folder):
+    data, again = load_image_folder(folder, size=8, workers=0), load_image_folder(folder, size=8, workers=0)
+    assert data == data and data != again and len({data: 1, again: 2}) == 2  # no NumPy "truth value is ambiguous"

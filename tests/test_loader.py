@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minisnn.data import BatchIterator
-from minisnn.data.loader import Batches
+from minisnn.data.loader import Batches, Dataset
 
 
 def test_batches_made_without_options_keep_the_stored_order_and_every_sample_and_shuffle_with_seed_0():
@@ -47,3 +47,30 @@ def test_labels_must_be_integers_of_one_axis_and_the_seed_a_non_negative_int():
     for seed in (-1, 1.5, "3"):
         with pytest.raises(ValueError, match="BatchIterator: seed must be a non-negative int"):
             BatchIterator(np.zeros((4, 1, 2, 2)), np.arange(4), 2, seed=seed)
+
+
+def mirrored(batch, rng):
+    return batch[..., ::-1]
+
+
+def toy_data_set(augment=mirrored):
+    images = np.arange(24, dtype=np.float32).reshape(6, 1, 2, 2) / 24
+    return Dataset("toy", images, np.arange(6), images, np.arange(6), ("only",), (0.0,), (1.0,), augment=augment)
+
+
+def test_a_data_sets_training_batches_are_augmented_and_its_test_batches_not_and_seed_0_is_the_default():
+    data = toy_data_set()
+    for x, y in data.loader("train", 4).batches(0):
+        np.testing.assert_array_equal(x, data.train_x[y][..., ::-1])  # labels 0..5 name the rows
+    for x, y in data.loader("test", 4).batches(0):
+        np.testing.assert_array_equal(x, data.test_x[y])
+    for epoch in (0, 1):  # the training order without a seed is seed 0's
+        np.testing.assert_array_equal(data.loader("train", 4).order(epoch),
+                                      data.loader("train", 4, seed=0).order(epoch))
+
+
+def test_data_sets_compare_and_hash_by_identity():
+    # their arrays cannot be compared as a whole: two data sets are equal only when they are the same one, and
+    # either can key a dict (of models, of results) without NumPy's "truth value is ambiguous"
+    data, copy = toy_data_set(), toy_data_set()
+    assert data == data and data != copy and len({data: 1, copy: 2}) == 2
