@@ -78,7 +78,7 @@ TESTS = {
     "minisnn/data/registry.py": ["tests/test_registry.py", "tests/test_data.py", "tests/test_cifar10_dvs.py",
                                  "tests/test_imagefolder.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
-    "minisnn/data/transforms.py": ["tests/test_data.py"],
+    "minisnn/data/transforms.py": ["tests/test_transforms.py", "tests/test_data.py"],
 }
 
 GROUPS = {
@@ -643,8 +643,6 @@ EXPLAINED = {
         NW, "the progress bar's label"),
     "cifar10_dvs.py:events_to_frames: argument: np.arange(..., dtype=np.int32) -> without dtype": (
         EQ, "the slice numbers in int64 instead of int32: the same cell indices and counts"),
-    "imagefolder.py:ImageFolder: argument: dataclass(..., eq=False) -> without eq": (
-        EQ, "eq=True on the dataclass: no code compares two data sets (as for False -> True)"),
     "cifar10_dvs.py:_slice_starts: operator: -k * (duration + 1) // T -> -k * (duration + 1) / T": (
         EQ, "the exact quotient instead of its ceiling: for whole-microsecond times e, e < x exactly when "
             "e < ceil(x), so searchsorted finds the same boundaries (float64 holds k (D + 1) / T of a recording "
@@ -658,8 +656,6 @@ EXPLAINED = {
         NW, "skipped_records.json on one line instead of indented; the same content (tests read it back)"),
     "imagefolder.py:list_split: argument: np.array(..., dtype=np.int64) -> without dtype": (
         EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); Batches converts again"),
-    "imagefolder.py:ImageFolder: constant: False -> True": (
-        EQ, "eq=True on the dataclass: no code compares two data sets (eq=False only keeps hashing by identity)"),
     "imagefolder.py:load_image: argument: np.asarray(..., dtype=np.uint8) -> without dtype": (
         EQ, "an RGB Pillow image converts to uint8 by itself"),
     "experiment.py:_cifar10_test_split: argument: Dataset(..., augment=crop_and_flip) -> without augment": (
@@ -705,6 +701,10 @@ EXPLAINED = {
         EQ, "differs only for a draw of exactly 0.5 (probability 2**-53 per image)"),
     "imagefolder.py:ImageBatches.batches: argument: pool.shutdown(..., wait=True) -> without wait": (
         EQ, "wait=True is shutdown's default"),
+    "transforms.py:random_crop: constant: 0 -> 1 #3": (
+        EQ, "np.pad adds a zero image after the last one, which the gather (images 0..n-1) never reads"),
+    "transforms.py:random_crop: constant: 0 -> 1 #5": (
+        EQ, "np.pad adds a zero channel after the last one, which the gather (channels 0..c-1) never reads"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),
