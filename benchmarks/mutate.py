@@ -79,11 +79,12 @@ TESTS = {
     "minisnn/data/digits.py": ["tests/test_data.py"],
     "minisnn/data/errors.py": ["tests/test_data.py"],
     "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
-    "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py",
-                               "tests/test_cifar10_dvs.py"],
-    "minisnn/data/registry.py": ["tests/test_data.py", "tests/test_cifar10_dvs.py", "tests/test_imagefolder.py"],
+    "minisnn/data/loader.py": ["tests/test_loader.py", "tests/test_data.py", "tests/test_imagefolder.py",
+                               "tests/test_dist.py", "tests/test_cifar10_dvs.py"],
+    "minisnn/data/registry.py": ["tests/test_registry.py", "tests/test_data.py", "tests/test_cifar10_dvs.py",
+                                 "tests/test_imagefolder.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
-    "minisnn/data/transforms.py": ["tests/test_data.py"],
+    "minisnn/data/transforms.py": ["tests/test_transforms.py", "tests/test_data.py"],
 }
 
 GROUPS = {
@@ -650,19 +651,6 @@ EXPLAINED = {
     "cifar10_dvs.py:split_files: constant: True -> False": (EQ, "a default that both callers pass explicitly"),
     "imagefolder.py:list_split: statement: folder = Path(folder) -> pass": (
         EQ, "its one caller, load_image_folder, passes a Path"),
-    "imagefolder.py:random_resized_box: constant: 0 -> 1 #2": (
-        NW, "boxes one pixel high are refused and drawn again (or the fallback box taken); none leaves the image"),
-    "imagefolder.py:random_resized_box: constant: 0 -> 1": (
-        NW, "boxes one pixel wide are refused and drawn again (or the fallback box taken); none leaves the image "
-            "(as for the height, #2)"),
-    "imagefolder.py:decode_batch: constant: 1 -> 0": (
-        NW, "the crops come from another fixed random stream: as reproducible and per image, other values"),
-    "imagefolder.py:ImageBatches.batches: constant: True -> False #2": (
-        NW, "shutdown without cancel_futures: when the reader stops early, queued decodes finish first (a "
-            "slower exit, the same batches)"),
-    "imagefolder.py:load_image_folder: constant: 2 -> 3": (EQ, "a default that its caller always passes"),
-    "imagefolder.py:load_image_folder: compare: size < 1 -> size <= 1": (
-        NW, "images of 1 x 1 pixel are refused too; the config allows 8..4096"),
     "shards.py:shard_rows: constant: 1 -> 0": (EQ, "size 0 is refused all the same by 0 <= rank < size"),
     "transforms.py:random_flip: compare: rng.random(batch.shape[0]) < 0.5 -> rng.random(batch.shape[0]) <= 0.5": (
         EQ, "differs only for a draw of exactly 0.5 (probability 2**-53 per image)"),
@@ -685,9 +673,6 @@ EXPLAINED = {
     "cifar10.py:download_file: operator: int(size) + offset -> int(size) - offset": (
         NW, "the progress bar's total of a resumed download is short by twice the part kept; the file is "
             "written the same"),
-    "imagefolder.py:ImageBatches.batches: constant: 2 -> 3": (
-        NW, "a deeper decoding pipeline, 3 batches per worker in flight: the same batches in the same order "
-            "(speed and memory only; benchmarks/imagefolder_throughput.py)"),
     "cifar10.py:download_file: argument: tqdm(..., initial=offset) -> without initial": (
         NW, "the progress bar of a resumed download starts at 0 instead of the bytes kept; the file is written "
             "the same"),
@@ -697,10 +682,6 @@ EXPLAINED = {
         NW, "the progress bar's label"),
     "cifar10_dvs.py:events_to_frames: argument: np.arange(..., dtype=np.int32) -> without dtype": (
         EQ, "the slice numbers in int64 instead of int32: the same cell indices and counts"),
-    "imagefolder.py:ImageFolder: argument: dataclass(..., eq=False) -> without eq": (
-        EQ, "eq=True on the dataclass: no code compares two data sets (as for False -> True)"),
-    "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1 #2": (
-        NW, "the default worker count of ImageBatches, which ImageFolder.loader, its one caller, always passes"),
     "cifar10_dvs.py:_slice_starts: operator: -k * (duration + 1) // T -> -k * (duration + 1) / T": (
         EQ, "the exact quotient instead of its ceiling: for whole-microsecond times e, e < x exactly when "
             "e < ceil(x), so searchsorted finds the same boundaries (float64 holds k (D + 1) / T of a recording "
@@ -714,20 +695,8 @@ EXPLAINED = {
         NW, "skipped_records.json on one line instead of indented; the same content (tests read it back)"),
     "imagefolder.py:list_split: argument: np.array(..., dtype=np.int64) -> without dtype": (
         EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); Batches converts again"),
-    "imagefolder.py:ImageFolder: constant: False -> True": (
-        EQ, "eq=True on the dataclass: no code compares two data sets (eq=False only keeps hashing by identity)"),
     "imagefolder.py:load_image: argument: np.asarray(..., dtype=np.uint8) -> without dtype": (
         EQ, "an RGB Pillow image converts to uint8 by itself"),
-    "imagefolder.py:random_resized_box: compare: 0 < w <= width -> 0 < w < width": (
-        NW, "a drawn box exactly as wide as the image is refused and drawn again (or the fallback's centred box "
-            "taken): the boxes' distribution shifts slightly; no box leaves the image"),
-    "imagefolder.py:ImageBatches.__init__: constant: 0 -> 1": (
-        NW, "a default of ImageBatches that ImageFolder.loader, its one caller, always passes explicitly"),
-    "imagefolder.py:ImageBatches.batches: operator: 2 * self.workers -> 2 / self.workers": (
-        NW, "a shallower decoding pipeline: the same batches in the same order (speed only)"),
-    "imagefolder.py:ImageBatches.batches: logic: len(pending) >= 2 * self.workers -> not len(pending) >= 2 * "
-    "self.workers": (NW, "the pipeline starts one batch deep instead of two per worker: the same batches in the "
-                         "same order, decoded with less overlap (speed only; benchmarks/imagefolder_throughput.py)"),
     "experiment.py:_cifar10_test_split: argument: Dataset(..., augment=crop_and_flip) -> without augment": (
         EQ, "this data set has no training images (eval and export read the test batch only); augment acts on "
             "training batches alone"),
@@ -760,6 +729,21 @@ EXPLAINED = {
         NW, "--help shows the value as RESIZE instead of {sum,bilinear}; the help text names both modes"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
+    "imagefolder.py:list_split: argument: np.array(..., dtype=object) -> without dtype": (
+        EQ, "a fixed-width str array instead of an object array of str: each path is still a str (np.str_) that "
+            "opens, pickles to a worker and prints the same"),
+    "imagefolder.py:random_resized_box: compare: width / height <= ratio -> width / height < ratio": (
+        EQ, "the branches differ only when the image's own ratio is inside the range (ratio == width / height): "
+            "both give the whole image then (width / ratio rounds to height, height * ratio to width)"),
+    "imagefolder.py:centre_box: argument: min(width, height) -> the two swapped": (EQ, "min is symmetric"),
+    "imagefolder.py:load_image: compare: rng.random() < 0.5 -> rng.random() <= 0.5": (
+        EQ, "differs only for a draw of exactly 0.5 (probability 2**-53 per image)"),
+    "imagefolder.py:ImageBatches.batches: argument: pool.shutdown(..., wait=True) -> without wait": (
+        EQ, "wait=True is shutdown's default"),
+    "transforms.py:random_crop: constant: 0 -> 1 #3": (
+        EQ, "np.pad adds a zero image after the last one, which the gather (images 0..n-1) never reads"),
+    "transforms.py:random_crop: constant: 0 -> 1 #5": (
+        EQ, "np.pad adds a zero channel after the last one, which the gather (channels 0..c-1) never reads"),
     # checkpoint
     "checkpoint.py:_umask: constant: 0 -> 1": (EQ, "the umask is set to 1 for an instant instead of 0; the value "
                                                    "read and restored is the same"),

@@ -12,8 +12,10 @@ from PIL import Image  # noqa: E402
 
 from minisnn.cli import main  # noqa: E402
 from minisnn.core import Tensor, no_grad  # noqa: E402
-from minisnn.data import DatasetError, get_dataset  # noqa: E402
-from minisnn.data.imagefolder import CROP_RATIO, ImageBatches, centre_box, random_resized_box  # noqa: E402
+from minisnn.data import DatasetError, get_dataset, normalize  # noqa: E402
+from minisnn.data import imagefolder  # noqa: E402
+from minisnn.data.imagefolder import (CROP_RATIO, ImageBatches, centre_box, load_image, load_image_folder,  # noqa: E402
+                                     random_resized_box)
 from minisnn.models import build_model  # noqa: E402
 
 CLASSES = ("ant", "bee", "cow")
@@ -133,14 +135,19 @@ def test_an_image_folder_is_read_only_and_its_images_are_224_pixels_unless_asked
         data.size = 32  # a loader made earlier would disagree with the model built from the data set
 
 
-def test_worker_processes_give_the_same_batches_and_report_a_corrupt_file_by_name(folder):
+def test_worker_processes_give_the_same_batches_and_report_a_corrupt_file_by_name(folder, monkeypatch):
     bad = folder / "train" / "bee" / "9.JPEG"
     good = folder / "train" / "bee" / "0.JPEG"
     data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=0)
     in_process = [x for x, _ in data.loader("train", 4, seed=1).batches(0)]
+    # the workers start from a fresh interpreter ('spawn'), not from a copy of this process and its state (the
+    # trainer's threads, MPI): a change made here after the start does not reach them
+    monkeypatch.setattr(imagefolder, "load_image", lambda path, size, rng=None: np.zeros((3, size, size), np.uint8))
     in_workers = [x for x, _ in dataclasses.replace(data, workers=1).loader("train", 4, seed=1).batches(0)]
+    assert len(in_process) == len(in_workers) == 3
     for a, b in zip(in_process, in_workers):
         np.testing.assert_array_equal(a, b)
+    monkeypatch.undo()
     bad.write_bytes(good.read_bytes()[:200])  # a truncated JPEG
     data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=1)
     with pytest.raises(DatasetError, match=rf"{bad}: cannot decode this image"):
@@ -250,3 +257,142 @@ def test_images_are_normalised_with_imagenets_published_statistics():
     # the per-channel mean and std every ImageNet recipe (and torchvision's models) normalise with
     from minisnn.data import imagefolder
     assert imagefolder.IMAGENET_MEAN == (0.485, 0.456, 0.406) and imagefolder.IMAGENET_STD == (0.229, 0.224, 0.225)
+
+
+def test_a_folder_without_class_folders_or_without_images_is_an_error_saying_so(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DatasetError, match=r"train: no class folders \(expected .*train/<class>/<image>\)"):
+        load_image_folder(tmp_path, workers=0)
+    (tmp_path / "train" / "ant").mkdir()
+    with pytest.raises(DatasetError, match="train: no images in its class folders"):
+        load_image_folder(tmp_path, workers=0)
+
+
+def test_bad_image_sizes_are_refused_and_one_pixel_images_work(folder):
+    for bad in (0, -1, 8.0, "8"):
+        with pytest.raises(ValueError, match="the image size must be a positive int"):
+            load_image_folder(folder, size=bad, workers=0)
+    x, _ = next(load_image_folder(folder, size=1, workers=0).loader("train", 4).batches())
+    assert x.shape == (4, 3, 1, 1)
+
+
+def test_an_image_folder_made_without_options_has_224_pixel_images_two_workers_and_crops_and_mirrors(folder):
+    listed = load_image_folder(folder, size=8, workers=0)
+    mine = imagefolder.ImageFolder("mine", listed.train_x, listed.train_y, listed.test_x, listed.test_y,
+                                   listed.classes)
+    for data in (load_image_folder(folder), get_dataset("imagefolder", data_dir=folder), mine):
+        assert (data.size, data.workers, data.augment) == (224, 2, "crop-and-flip")
+        assert (data.mean, data.std) == (imagefolder.IMAGENET_MEAN, imagefolder.IMAGENET_STD)
+    np.testing.assert_array_equal(listed.loader("train", 5).order(0), listed.loader("train", 5, seed=0).order(0))
+
+
+def test_image_batches_made_without_options_keep_the_stored_order_and_every_image_decoded_here(folder, monkeypatch):
+    data = load_image_folder(folder, size=8, workers=0)
+    monkeypatch.setattr(imagefolder, "ProcessPoolExecutor", None)  # no worker process may be started
+    plain = ImageBatches(data.train_x, data.train_y, 5, size=8, train=True)
+    told = ImageBatches(data.train_x, data.train_y, 5, size=8, train=True, shuffle=False, seed=0, workers=0,
+                        drop_last=False)
+    batches, expected = list(plain.batches()), list(told.batches(epoch=0, start=0, shard=(0, 1)))
+    assert [len(y) for _, y in batches] == [5, 5, 2]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), data.train_y)
+    for (x, y), (x2, y2) in zip(batches, expected):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+
+
+def test_one_images_training_crop_comes_from_its_own_documented_generator(folder):
+    # the module's promise: image i of epoch e is cropped and mirrored by default_rng([seed, e, 1, i]), so one
+    # image's crop can be reproduced (or shown) alone, without the loader
+    data = load_image_folder(folder, size=8, workers=0)
+    loader = data.loader("train", 12, seed=5)
+    x, _ = next(loader.batches(epoch=2))
+    for row, i in zip(x, loader.order(2)):
+        alone = load_image(data.train_x[i], 8, np.random.default_rng([5, 2, 1, i]))
+        np.testing.assert_array_equal(row, normalize(alone, data.mean, data.std))
+
+
+def test_random_boxes_of_tiny_images_are_never_empty():
+    for width, height in ((1, 1), (1, 2), (2, 1), (2, 2), (1, 3)):
+        for seed in range(100):
+            left, top, right, bottom = random_resized_box(width, height, np.random.default_rng(seed))
+            assert 0 <= left < right <= width and 0 <= top < bottom <= height, (width, height, seed)
+
+
+def test_a_random_box_can_be_any_size_from_one_pixel_to_a_whole_side():
+    rng = np.random.default_rng(0)
+    sizes = {(right - left, bottom - top) for left, top, right, bottom in
+             (random_resized_box(4, 4, rng) for _ in range(300))}
+    assert {w for w, _ in sizes} == {1, 2, 3, 4} and {h for _, h in sizes} == {1, 2, 3, 4}
+    assert any(w == 4 and h < 4 for w, h in sizes) and any(h == 4 and w < 4 for w, h in sizes)
+
+
+def test_an_image_no_random_box_fits_takes_ten_tries_before_the_centred_box():
+    class Counting:  # a Generator that counts the boxes asked of it (two uniform draws each)
+        def __init__(self):
+            self.rng, self.draws = np.random.default_rng(0), 0
+
+        def uniform(self, *args):
+            self.draws += 1
+            return self.rng.uniform(*args)
+
+    rng = Counting()
+    assert random_resized_box(1000, 10, rng) == (493, 0, 506, 10) and rng.draws == 2 * 10
+
+
+class LazyPool:
+    """Stands in for ProcessPoolExecutor in one process: a job runs when its result is asked for, or at a
+    shutdown that neither cancels it nor leaves it behind -- as a pool's queued jobs do."""
+
+    made = []
+
+    def __init__(self, workers, mp_context=None):
+        self.submitted, self.ran, self.joined = [], [], False
+        LazyPool.made.append(self)
+
+    def submit(self, fn, *args):
+        pool = self
+
+        class Job:
+            def __init__(self):
+                self.value, self.cancelled = None, False
+
+            def result(self):
+                if self.value is None:
+                    pool.ran.append(self)
+                    self.value = fn(*args)
+                return self.value
+        self.submitted.append(Job())
+        return self.submitted[-1]
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        for job in self.submitted:
+            if job.value is None:
+                job.cancelled = cancel_futures
+                if wait and not cancel_futures:
+                    job.result()
+        self.joined = wait
+
+
+def test_decoding_keeps_two_batches_per_worker_ahead_and_stops_with_the_reader(folder, monkeypatch):
+    data = load_image_folder(folder, size=8, workers=0)
+    monkeypatch.setattr(imagefolder, "ProcessPoolExecutor", LazyPool)
+    loader = dataclasses.replace(data, workers=2).loader("train", 2, seed=3)  # 6 batches
+    in_flight = []
+    for k, (x, y) in enumerate(loader.batches(1), 1):
+        pool = LazyPool.made[-1]
+        in_flight.append(len(pool.submitted) - k)  # asked of the workers and not yet taken by the reader
+    assert in_flight == [4, 4, 3, 2, 1, 0] and pool.joined  # 2 x workers ahead; every worker gone at the end
+    in_process = list(dataclasses.replace(data, workers=0).loader("train", 2, seed=3).batches(1))
+    for (x, y), (x2, y2) in zip(loader.batches(1), in_process):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    batches = loader.batches(1)
+    next(batches)
+    batches.close()  # a reader that stops after one batch: the batches queued behind it are never decoded
+    pool = LazyPool.made[-1]
+    assert len(pool.ran) == 1 and pool.joined and sum(job.cancelled for job in pool.submitted) == 4
+
+
+def test_image_folders_compare_and_hash_by_identity(folder):
+    data, again = load_image_folder(folder, size=8, workers=0), load_image_folder(folder, size=8, workers=0)
+    assert data == data and data != again and len({data: 1, again: 2}) == 2  # no NumPy "truth value is ambiguous"
