@@ -373,6 +373,8 @@ def run(files, mutants, repo, timeout_factor, verbose, covering_only, save=lambd
     work = repo.parent
     log = str(work / "log.txt")
     chosen_files = [path for path in files if any(m.chosen for m in mutants[path][1])]
+    if not chosen_files:
+        return results
     line_map = map_lines(repo, list(dict.fromkeys(t for path in chosen_files for t in TESTS[path])), log)
     for path in chosen_files:
         tree, found = mutants[path]
