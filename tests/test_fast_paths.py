@@ -5,21 +5,24 @@ sample per chunk up to the whole batch in one), so that each arrangement of the 
 the straight-line reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), dW from dx's columns or from
 im2col(x), im2col without padding copies into buffers that keep their zeros, products per image or
 per chunk, the chunked LIF loop (bit for bit), batch norm's float64 chunked sums, and the blockwise
-SGD and Adam updates (bit for bit).
+SGD and Adam updates (bit for bit), and Linear with BLAS held at one thread while the workers split.
 """
 import contextlib
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from minisnn import Tensor
 from minisnn.fast import conv as fast_conv, optim as fast_optim, parallel, reference_only, version_of
 from minisnn.fast.conv import ChunkedConv2d
+from minisnn.fast.linear import CPULinear
 from minisnn.fast.neuron import ChunkedLIF, FusedLIF
 from minisnn.fast.norm import ChunkedBatchNorm
 from minisnn.fast.optim import ChunkedAdam, ChunkedSGD
 from minisnn.functions.conv import Conv2d, col2im, im2col
+from minisnn.functions.linear import Linear
 from minisnn.functions.neuron import LIF
 from minisnn.functions.norm import BatchNormFunction
 from minisnn.functions.surrogate import SURROGATES, get_surrogate
@@ -242,3 +245,39 @@ def test_blockwise_optimizers_equal_the_reference_bit_for_bit(case, which, momen
 def test_the_one_spot_picks_the_blockwise_optimizers_on_the_cpu():
     x = np.zeros(3)
     assert version_of(SGD, x) is ChunkedSGD and version_of(Adam, x) is ChunkedAdam
+
+
+# --------------------------------------------------------------------------------------- linear
+def blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 4), st.booleans(), st.integers(1, 3), seeds)
+def test_cpu_linear_equals_reference(batch, n_in, n_out, bias, count, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = rng.standard_normal((batch, n_in)), rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+    inputs = (x, W, b) if bias else (x, W)
+    gy = rng.standard_normal((batch, n_out))
+    want = run(Linear(), inputs, gy)
+    with cpu_split(count, parallel.CHUNK_BYTES):
+        got = run(CPULinear(), inputs, gy)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_cpu_linear_holds_blas_at_one_thread_only_while_the_workers_split(monkeypatch, count):
+    """With two workers its products run on one BLAS thread (BLAS's threads would spin on the workers'
+    cores); with one worker BLAS keeps its threads; either way BLAS has its threads back afterwards."""
+    seen = []
+    reference_forward, reference_backward = Linear.forward, Linear.backward
+    monkeypatch.setattr(Linear, "forward", lambda self, *a: seen.append(blas_threads()) or reference_forward(self, *a))
+    monkeypatch.setattr(Linear, "backward", lambda self, gy: seen.append(blas_threads()) or reference_backward(self, gy))
+    rng = np.random.default_rng(0)
+    with threadpool_limits(2, user_api="blas"), cpu_split(count, parallel.CHUNK_BYTES):
+        before = blas_threads()
+        run(CPULinear(), (rng.standard_normal((4, 3)), rng.standard_normal((2, 3))), rng.standard_normal((4, 2)))
+        after = blas_threads()
+    assert before and all(n == 2 for n in before)
+    assert seen == [[1] * len(before) if count > 1 else before] * 2 and after == before
+    assert version_of(Linear, np.zeros(2)) is CPULinear

@@ -3,6 +3,7 @@
 In a spiking net B is the folded batch T*N: every timestep of every sample goes through one GEMM.
 """
 from ..core import Function
+from ..fast import version_of
 
 
 class Linear(Function):
@@ -44,4 +45,4 @@ class Linear(Function):
 def linear(x, W, b=None):
     """y = x W^T + b for x [B, in], W [out, in], b [out] or None. Returns [B, out]."""
     inputs = (x, W) if b is None else (x, W, b)
-    return Linear()(*inputs)
+    return version_of(Linear, x)()(*inputs)
