@@ -191,6 +191,23 @@ def test_chunked_batch_norm_equals_reference(case, training, scale, split, seed)
         np.testing.assert_allclose(g, w_, rtol=1e-12, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("count, chunk_bytes", [(1, 1), (2, 1), (1, parallel.CHUNK_BYTES)])
+def test_chunked_batch_norm_statistics_keep_float32_accuracy_far_from_zero(count, chunk_bytes):
+    """Chunks that centre on their own means and are then moved to the batch mean lose nothing to
+    cancellation: float32 activations around 1000 with unit spread give the float64 mean and variance
+    to float32 precision (a sum of squares minus the squared mean would not)."""
+    rng = np.random.default_rng(3)
+    x = (1000 + rng.standard_normal((6, 3, 5, 5)) * np.array([1, 0.5, 2])[:, None, None]).astype(np.float32)
+    C = x.shape[1]
+    running_mean, running_var = np.zeros(C, np.float32), np.zeros(C, np.float32)
+    with cpu_split(count, chunk_bytes):
+        ChunkedBatchNorm(running_mean, running_var, True, momentum=1.0).forward(x, np.ones(C, np.float32),
+                                                                                  np.zeros(C, np.float32))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(running_mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(running_var, x64.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
+
 # ----------------------------------------------------------------------------------- optimizers
 @st.composite
 def optimizer_cases(draw):
