@@ -6,7 +6,7 @@ two: [T*N, 512] x [512, 256] and [T*N, 256] x [256, 10]) that ran on BLAS's own 
 since it is no batch-chunked job; OpenBLAS's threads then spin for a while, waiting for more work, on
 the cores that the workers need next. Measured on the 2-core Intel machine of benchmarks/RESULTS.md
 (ResNet-19, T=2, batch 8, 2 workers): the spinning BLAS thread took 0.05 CPU seconds per step, and
-holding these products at one thread made the step 0.06-0.09 s (4-5 %) shorter. With one worker
+holding these products at one thread made the step 0.07-0.09 s (4-5 %) shorter. With one worker
 (``MINISNN_THREADS=1``) BLAS's threads are the parallelism, and the products keep them.
 
 The arithmetic is the reference's (``functions/linear.py``), line for line.
