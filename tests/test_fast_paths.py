@@ -31,12 +31,13 @@ from minisnn.optim import SGD, Adam
 from strategies import conv_cases, lif_cases, norm_cases, seeds
 
 splits = st.tuples(st.integers(1, 3), st.sampled_from([1, 1 << 10, parallel.CHUNK_BYTES]))
-# the conv's own knobs: one product per image or per chunk, chunk width, the tile of the dW sums, and
-# column buffers kept per thread (1: every other geometry evicts the last one)
+# the conv's own knobs: one product per image or per chunk, chunk width, the tiles of the dW sums (and
+# their span on several workers), and column buffers kept per thread (1: every other geometry evicts the last one)
 conv_knobs = st.fixed_dictionaries({"PER_IMAGE_GEMM": st.sampled_from([1, 10 ** 9]),
                                     "MIN_COLUMNS": st.sampled_from([1, 7, 512]),
                                     "TILE": st.sampled_from([1, 3, 128]),
                                     "TILE_O": st.sampled_from([1, 2, 32]),
+                                    "SUM_CHANNELS": st.sampled_from([1, 3, 256]),
                                     "COLUMN_BUFFERS": st.sampled_from([1, 8])})
 
 
@@ -117,6 +118,31 @@ def test_chunked_conv_equals_reference(calls, split, conv_knob_values):
             got = run(ChunkedConv2d(stride, padding), inputs, gy, needs)
         assert_same(got, want)
 
+
+
+@st.composite
+def stride_one_cases(draw):
+    """A stride-1 convolution whose padding is below the kernel (dx as a flipped-kernel convolution, dW from
+    its columns and summed by ``_sum_flipped``), with up to 6 images and 5 output channels, float64."""
+    n, cin, cout = draw(st.integers(1, 6)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    h, w = draw(st.integers(max(1, kh - 2 * padding[0]), 5)), draw(st.integers(max(1, kw - 2 * padding[1]), 5))
+    rng = np.random.default_rng(draw(seeds))
+    return rng.standard_normal((n, cin, h, w)), rng.standard_normal((cout, cin, kh, kw)), padding
+
+
+@settings(max_examples=60)
+@given(stride_one_cases(), splits, conv_knobs, seeds)
+def test_chunked_conv_dw_from_the_dx_columns_equals_reference(case, split, conv_knob_values, seed):
+    """The flipped-kernel path with many chunks: every chunk's part of dW, added in chunk order and turned
+    into W's layout in spans and tiles of output channels (on one worker and on several)."""
+    x, W, padding = case
+    gy = np.random.default_rng(seed).standard_normal(Conv2d(1, padding).forward(x, W).shape)
+    want = run(Conv2d(1, padding), (x, W), gy)
+    with cpu_split(*split), knobs(fast_conv, dict(conv_knob_values, MIN_COLUMNS=1)):
+        got = run(ChunkedConv2d(1, padding), (x, W), gy)
+    assert_same(got, want)
 
 @settings(max_examples=60)
 @given(conv_cases(), seeds)
