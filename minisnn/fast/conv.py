@@ -60,14 +60,13 @@ import numpy as np
 from ..backend import get_array_module
 from ..functions.conv import Conv2d, _check_4d, _check_conv_inputs, _geometry
 from . import register
-from .parallel import gpu_chunks, map_chunks, workers
+from .parallel import gpu_chunks, map_chunks
 from .phases import timed
 
 MIN_COLUMNS = 512        # output positions per chunk at least (small maps: several images per chunk)
 PER_IMAGE_GEMM = 1024    # maps of at least this many positions get one product per image, written in place
 TILE = 128               # rows of dW^T summed and transposed at a time
 TILE_O = 32              # output channels of the weights flipped at a time
-SUM_CHANNELS = 256       # output channels whose partial dW are added together, when split across workers
 
 
 def _tap_range(offset, pad, stride, size, out_size):
@@ -263,30 +262,23 @@ def _sum_transposed(parts, out):
 @timed("layout")
 def _sum_flipped(parts, out):
     """dW [Cout, C, kh, kw] from the chunks' parts of Wf^T [(o, p', q'), c]: their sum in chunk order,
-    written as dW[o, c, p, q] = Wf^T[(o, kh-1-p, kw-1-q), c], on all cores. The rows of every part are
-    added where they lie, a span of output channels at a time, then turned and transposed TILE_O output
-    channels at a time, while in cache. The span is TILE_O on one worker; split across workers it is
-    SUM_CHANNELS, so that each addition is long against the Python between them (with TILE_O the two
-    threads queued for Python's GIL, and ResNet-19's sums took longer on two workers than on one)."""
+    written as dW[o, c, p, q] = Wf^T[(o, kh-1-p, kw-1-q), c]. TILE_O output channels at a time (the
+    rows of every part added where they lie, then turned and transposed while in cache), on all cores."""
     Cout, C, kh, kw = out.shape
     taps = kh * kw
-    span = SUM_CHANNELS if workers() > 1 else TILE_O
 
     def sum_channels(channels):
-        tile = _scratch("sum tile", (span * taps, C), out.dtype)
-        for o in range(channels.start, channels.stop, span):
-            o_end = min(o + span, channels.stop)
+        tile = _scratch("sum tile", (TILE_O * taps, C), out.dtype)
+        for o in range(channels.start, channels.stop, TILE_O):
+            o_end = min(o + TILE_O, channels.stop)
             rows = slice(o * taps, o_end * taps)
             total = tile[:rows.stop - rows.start]
             total[...] = parts[0][rows]
             for part in parts[1:]:
                 total += part[rows]
-            total = total.reshape(o_end - o, kh, kw, C)
-            for k in range(0, o_end - o, TILE_O):
-                block = total[k:k + TILE_O]
-                out[o + k:o + k + len(block)] = block[:, ::-1, ::-1].transpose(0, 3, 1, 2)
+            out[o:o_end] = total.reshape(o_end - o, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2)
 
-    map_chunks(sum_channels, Cout, np, nbytes=(len(parts) + 1) * out.nbytes, min_chunk=span)
+    map_chunks(sum_channels, Cout, np, nbytes=(len(parts) + 1) * out.nbytes, min_chunk=TILE_O)
 
 
 class ChunkedConv2d(Conv2d):
