@@ -626,7 +626,8 @@ def test_shift_and_flip_moves_every_time_step_alike():
 
 
 def test_the_training_augmentation_shifts_by_up_to_5_pixels_each_way():
-    """The default shift_and_flip (the one training uses) moves a lone event by every dy and |dx| in 0..5, no more."""
+    """The default shift_and_flip (the one training uses) moves a lone centred event by every dy in -5..5 and
+    every |dx| in 0..5 (the mirror hides the sign of dx), and never further."""
     batch = np.zeros((300, 1, 2, 15, 15), np.float32)
     batch[:, :, :, 7, 7] = 1
     rows, cols = np.nonzero(dvs.shift_and_flip(batch, np.random.default_rng(0))[:, 0, 0])[1:]
