@@ -125,14 +125,38 @@ def test_writer_rejects_each_value_outside_the_sensor_and_format(tmp_path, t, x,
     # an address field overflowing into its neighbour would write a different event, silently
     with pytest.raises(ValueError, match=says):
         dvs.write_aedat(tmp_path / "w.aedat", [t], [x], [y], [p])
+    with pytest.raises(ValueError, match=says):  # one bad event after a good one (0 is in range for each field)
+        dvs.write_aedat(tmp_path / "w.aedat", [0, t], [0, x], [0, y], [0, p])
     assert not (tmp_path / "w.aedat").exists()
     dvs.write_aedat(tmp_path / "w.aedat", [min(max(t, 0), 2 ** 32 - 1)], [min(max(x, 0), 127)],
                     [min(max(y, 0), 127)], [min(max(p, 0), 1)])  # the nearest valid event is written
 
 
 def test_writer_rejects_events_of_different_lengths(tmp_path):
-    with pytest.raises(ValueError, match="1-D arrays of one length"):
+    with pytest.raises(ValueError, match=r"1-D arrays of one length, got x of shape \(1,\) and t of shape \(2,\)"):
         dvs.write_aedat(tmp_path / "w.aedat", [0, 1], [0], [0], [0])
+
+
+def test_events_in_any_integer_type_are_written_and_counted_alike(tmp_path):
+    """Events kept compactly (uint8 coordinates, bool or unsigned polarities) give the same file and frames as int64."""
+    t, x, y, p = random_events(np.random.default_rng(4), 300)
+    dvs.write_aedat(tmp_path / "wide.aedat", t, x, y, p)
+    dvs.write_aedat(tmp_path / "narrow.aedat", t.astype(np.uint32), x.astype(np.uint8), y.astype(np.uint8),
+                    p.astype(np.uint8))
+    assert (tmp_path / "narrow.aedat").read_bytes() == (tmp_path / "wide.aedat").read_bytes()
+    frames = dvs.events_to_frames(t, x, y, p, 3, size=16)
+    for polarity in (p.astype(bool), p.astype(np.uint64)):
+        np.testing.assert_array_equal(dvs.events_to_frames(t, x.astype(np.uint8), y.astype(np.uint16), polarity, 3,
+                                                           size=16), frames)
+
+
+def test_reading_and_splitting_take_paths_given_as_text(tmp_path):
+    events = random_events(np.random.default_rng(2), 20)
+    dvs.write_aedat(str(tmp_path / "rec.aedat"), *events)
+    for a, b in zip(dvs.read_aedat(str(tmp_path / "rec.aedat"))[:4], events):
+        np.testing.assert_array_equal(a, b)
+    root = make_root(tmp_path, per_class=2, n_events=1)
+    assert dvs.split_files(str(root), train=False)[0] == dvs.split_files(root, train=False)[0]
 
 
 # ------------------------------------------------------------------ timestamps
@@ -405,12 +429,31 @@ def test_split_is_9_to_1_per_class_disjoint_and_seeded(tmp_path):
     assert dvs.CIFAR10DVS(root, T=2, size=8, train=False, seed=4).files != test.files
 
 
-def test_the_default_frames_are_the_papers_ten_steps_of_48_by_48_and_no_progress_means_silence(tmp_path, capsys):
+def test_the_defaults_are_the_papers_ten_steps_of_48_by_48_the_seed_0_split_and_progress_when_loading(tmp_path,
+                                                                                                       capsys):
     root = make_root(tmp_path, per_class=10, n_events=8)
-    train_x, train_y, test_x, test_y = dvs.load_cifar10_dvs(root, progress=False)
-    assert capsys.readouterr() == ("", "")
+    train_x, train_y, test_x, test_y = dvs.load_cifar10_dvs(root)
+    shown = capsys.readouterr().err  # what the user sees while the frames are made
+    assert "CIFAR10-DVS frames: 100%" in shown and "| 90/90 [" in shown and "| 10/10 [" in shown
     assert train_x.shape == (90, 10, 2, 48, 48) and test_x.shape == (10, 10, 2, 48, 48)
-    assert dvs.CIFAR10DVS(root).cache_dir.name == "T10_number_even_sum48px"
+    test = dvs.CIFAR10DVS(root, train=False)
+    assert test.cache_dir.name == "T10_number_even_sum48px" and test.files == dvs.split_files(root, False, 0)[0]
+    np.testing.assert_array_equal(test.load_all()[0], test_x)  # the same split and frames: seed 0 throughout
+    assert capsys.readouterr() == ("", "")  # the data set itself shows no progress unless asked
+    dvs.load_cifar10_dvs(root, progress=False)
+    assert capsys.readouterr() == ("", "")
+    assert dvs.split_files(root)[0] == dvs.split_files(root, train=True, seed=0)[0]
+    t, x, y, p = random_events(np.random.default_rng(0), 50)
+    dvs.write_aedat(tmp_path / "rec.aedat", t, x, y, p)
+    assert dvs.events_to_frames(t, x, y, p, 2).shape == (2, 2, 48, 48)
+    assert dvs.cached_frames(tmp_path / "rec.aedat", tmp_path / "rec.npz", 2)[0].shape == (2, 2, 48, 48)
+
+
+def test_the_data_set_checks_its_frame_settings_before_looking_for_files(tmp_path):
+    for bad, says in (({"T": 0}, "T must be a positive int"), ({"size": 0}, "size must be an int in 1..128"),
+                      ({"split_by": "count"}, "split_by must be one of")):
+        with pytest.raises(ValueError, match=f"CIFAR10DVS: {says}"):
+            dvs.CIFAR10DVS(tmp_path / "nowhere", **bad)
 
 
 def test_the_cifar10_dvs_data_set_needs_its_folder_and_is_never_downloaded(tmp_path):
@@ -471,6 +514,20 @@ def test_cache_is_used_and_keyed_by_frame_settings(tmp_path, monkeypatch):
             dvs.CIFAR10DVS(root, **{"T": 4, "size": 16, "train": False, **other})[0]
 
 
+def test_a_cache_exactly_as_new_as_its_recording_is_used(tmp_path, monkeypatch):
+    # e.g. a recording copied together with its cache by cp -p or rsync, which keep the times
+    source, cache = tmp_path / "rec.aedat", tmp_path / "rec.npz"
+    dvs.write_aedat(source, *random_events(np.random.default_rng(0), 50))
+    frames, _ = dvs.cached_frames(source, cache, 2, size=8)
+    stamp = source.stat().st_mtime_ns
+    os.utime(cache, ns=(stamp, stamp))
+
+    def broken_reader(path):
+        raise AssertionError(f"{path} was parsed again although its cache is as new as it")
+    monkeypatch.setattr(dvs, "read_aedat", broken_reader)
+    np.testing.assert_array_equal(dvs.cached_frames(source, cache, 2, size=8)[0], frames)
+
+
 def test_cache_is_rebuilt_when_the_recording_is_newer(tmp_path):
     root = make_root(tmp_path, per_class=10)
     ds = dvs.CIFAR10DVS(root, T=2, size=4, train=False)
@@ -525,9 +582,18 @@ def test_skipped_records_are_reported_once_for_the_data_set(tmp_path):
         report = json.loads((root / "frames_cache" / "T3_number_even_sum8px" / "skipped_records.json").read_text())
         assert report["skipped_records"] == 10 and sorted(report["recordings"].values()) == [2, 2, 3, 3]
         assert str(root / "frames_cache" / "T3_number_even_sum8px" / "skipped_records.json") in message
+        assert caught[0].filename == __file__  # the warning points at the user's call of load_cifar10_dvs
     train = dvs.CIFAR10DVS(root, T=3, size=8)
     train.load_all()
-    assert train.skipped.sum() == 5 and np.count_nonzero(train.skipped) == 2
+    assert train.skipped.sum() == 5 and np.count_nonzero(train.skipped) == 2 and train.skipped.dtype == np.int64
+    with pytest.warns(UserWarning, match="skipped 5 special/sync records .* in 2 of 90 recordings"):
+        path = dvs.report_skipped([train])  # one split alone is reported too, and the report's path returned
+    assert path == train.cache_dir / "skipped_records.json"
+    lines = path.read_text().splitlines()  # one count per line, indented under "recordings", for a person to read
+    assert len(lines) == 7 and sum(f"cifar10_{name}_" in line for line in lines for name in ("cat", "ship")) == 2
+    depth = [(len(line) - len(line.lstrip()), line.strip()) for line in lines]
+    outer = next(d for d, text in depth if text.startswith('"recordings"'))
+    assert all(d > outer > 0 for d, text in depth if ".aedat" in text)
     for victim, kept in events.items():  # the frames of a file are those of its pixel events alone
         split = train if victim in train.files else dvs.CIFAR10DVS(root, T=3, size=8, train=False)
         np.testing.assert_array_equal(split[split.files.index(victim)][0], dvs.events_to_frames(*kept, 3, "number", 8))
@@ -557,6 +623,15 @@ def test_shift_and_flip_moves_every_time_step_alike():
     np.testing.assert_array_equal(out, dvs.shift_and_flip(batch, np.random.default_rng(1), max_shift=2))
     with pytest.raises(ValueError, match=r"\[N, T, 2, H, W\]"):
         dvs.shift_and_flip(batch[0], rng)
+
+
+def test_the_training_augmentation_shifts_by_up_to_5_pixels_each_way():
+    """The default shift_and_flip (the one training uses) moves a lone centred event by every dy in -5..5 and
+    every |dx| in 0..5 (the mirror hides the sign of dx), and never further."""
+    batch = np.zeros((300, 1, 2, 15, 15), np.float32)
+    batch[:, :, :, 7, 7] = 1
+    rows, cols = np.nonzero(dvs.shift_and_flip(batch, np.random.default_rng(0))[:, 0, 0])[1:]
+    assert sorted(set(rows - 7)) == list(range(-5, 6)) and sorted(set(abs(cols - 7))) == list(range(6))
 
 
 @pytest.mark.parametrize("x, y, p", [(-1, 0, 0), (128, 0, 0), (0, -1, 0), (0, 128, 0), (0, 0, -1), (0, 0, 2)])

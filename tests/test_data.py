@@ -6,6 +6,7 @@ import os
 import pickle
 import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 
@@ -66,7 +67,17 @@ class FakeResponse(io.BytesIO):
         self.status, self.headers = status, headers
 
 
-def fake_server(payload, honour_range=True, log=None):
+class SlowResponse(FakeResponse):
+    """A response whose bytes after the first read come 0.12 s late: a slow network, slow enough for tqdm
+    (which redraws at most every 0.1 s) to show the bar's progress before the end."""
+
+    def read(self, size=-1):
+        if 0 < self.tell() < len(self.getbuffer()):
+            time.sleep(0.12)
+        return super().read(size)
+
+
+def fake_server(payload, honour_range=True, log=None, response=FakeResponse):
     """A urlopen replacement serving ``payload``, answering Range requests with 206 if honour_range (and,
     as HTTP servers do, with 416 Range Not Satisfiable for a range that starts at or past the end)."""
     def urlopen(request, timeout=None):
@@ -77,9 +88,9 @@ def fake_server(payload, honour_range=True, log=None):
             start = int(wanted.split("=")[1].rstrip("-"))
             if start >= len(payload):
                 raise urllib.error.HTTPError(request.full_url, 416, "Range Not Satisfiable", {}, None)
-            return FakeResponse(payload[start:], 206, {"Content-Range": f"bytes {start}-{len(payload) - 1}/"
-                                                       f"{len(payload)}", "Content-Length": len(payload) - start})
-        return FakeResponse(payload, 200, {"Content-Length": len(payload)})
+            return response(payload[start:], 206, {"Content-Range": f"bytes {start}-{len(payload) - 1}/"
+                                                   f"{len(payload)}", "Content-Length": len(payload) - start})
+        return response(payload, 200, {"Content-Length": len(payload)})
     return urlopen
 
 
@@ -152,8 +163,8 @@ def test_corrupted_batch_names_the_file(cifar_sample, tmp_path):
 
 
 @pytest.mark.parametrize("content, problem", [
-    ({b"data": np.zeros((2, 3072), np.uint8)}, "keys"),
-    ([1, 2, 3], "keys"),
+    ({b"data": np.zeros((2, 3072), np.uint8)}, "got keys \\[\"b'data'\"\\]"),  # the keys it has
+    ([1, 2, 3], "got list$"),
     ({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, "shape"),
     ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "uint8"),
     ({b"data": [[0] * 3072] * 2, b"labels": [0, 1]}, "uint8"),
@@ -475,6 +486,114 @@ def test_offline_download_keeps_partial_file_and_explains(tmp_path, monkeypatch)
         load_cifar10(tmp_path, download=True)
     assert cifar10.CIFAR10_URL in str(err.value) and cifar10.CIFAR10_MD5 in str(err.value)
     assert (tmp_path / "cifar-10-python.tar.gz.part").read_bytes() == b"partial"
+
+
+def test_a_download_shows_its_progress_in_bytes_and_clears_it_when_done(tmp_path, monkeypatch, capsys):
+    """What the user sees on stderr: the file's name and the bytes so far out of the whole file, in kB; a
+    download resumed from a part file starts at the bytes already there; the bar is gone once it is done."""
+    payload = bytes(range(256)) * 40  # 10,240 bytes: "10.2k"
+    md5 = hashlib.md5(payload).hexdigest()
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload, response=SlowResponse))
+    download_file("https://example.invalid/fresh.bin", tmp_path / "fresh.bin", md5, chunk_size=5120)
+    frames = capsys.readouterr().err.split("\r")  # each redraw of the bar starts with a carriage return
+    assert frames[1].startswith("downloading fresh.bin:   0%") and "| 0.00/10.2k [" in frames[1]
+    assert "?B/s" in frames[1]  # a speed in bytes per second
+    assert any("100%" in f and "| 10.2k/10.2k [" in f for f in frames[2:])  # it counts every byte it writes
+    assert frames[-1] == "" and frames[-2].strip() == "" and "\n" not in "".join(frames)  # cleared, not kept
+    (tmp_path / "resumed.bin.part").write_bytes(payload[:4096])
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(payload))
+    download_file("https://example.invalid/resumed.bin", tmp_path / "resumed.bin", md5)
+    first = capsys.readouterr().err.split("\r")[1]
+    assert first.startswith("downloading resumed.bin:  40%") and "| 4.10k/10.2k [" in first
+    assert (tmp_path / "resumed.bin").read_bytes() == payload
+
+
+def test_a_failed_download_says_whether_a_partial_file_is_kept(tmp_path, monkeypatch):
+    def offline(request, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetError, match=r"no network> \(nothing was downloaded\)$"):
+        download_file("https://example.invalid/f.bin", tmp_path / "f.bin", "0" * 32)
+    (tmp_path / "f.bin.part").write_bytes(b"")  # an empty part file holds nothing either
+    with pytest.raises(DatasetError, match=r"\(nothing was downloaded\)$"):
+        download_file("https://example.invalid/f.bin", tmp_path / "f.bin", "0" * 32)
+    (tmp_path / "f.bin.part").write_bytes(b"12345")
+    with pytest.raises(DatasetError, match=r"\(the partial file .*f\.bin\.part is kept and resumed next time\)$"):
+        download_file("https://example.invalid/f.bin", tmp_path / "f.bin", "0" * 32)
+    assert (tmp_path / "f.bin.part").read_bytes() == b"12345"
+
+
+def test_download_and_extraction_take_paths_given_as_text(tmp_path, monkeypatch):
+    archive, md5 = make_archive(tmp_path)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_server(archive.read_bytes()))
+    dest = str(tmp_path / "cache" / "cifar-10-python.tar.gz")
+    assert download_file("https://example.invalid/a.tar.gz", dest, md5) == tmp_path / "cache" / archive.name
+    folder = extract_cifar10(dest, str(tmp_path / "cache"))
+    assert folder == tmp_path / "cache" / "cifar-10-batches-py" and len(read_batch(str(folder / "test_batch"))[1]) == 6
+
+
+def test_cifar10_downloads_give_a_stalled_server_30_seconds(tmp_path, monkeypatch):
+    archive, md5 = make_archive(tmp_path)
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", md5)
+    seen = []
+
+    def server(request, timeout=None):
+        seen.append(timeout)
+        return fake_server(archive.read_bytes())(request, timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", server)
+    assert load_cifar10(tmp_path / "cache", download=True)[2].shape == (6, 3, 32, 32)
+    assert seen == [30]
+
+
+def members_of_folder(root):
+    """{name: bytes} of a tiny valid folder, as make_archive takes them."""
+    folder, _ = make_folder(root)
+    return {f"cifar-10-batches-py/{p.name}": p.read_bytes() for p in folder.iterdir()}
+
+
+def tar_with_folders(path, members, folders):
+    """A gzip tar holding the folder entries ``folders`` first (as the official archive does), then ``members``."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name in folders:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_extraction_takes_the_official_folder_entry_and_refuses_any_other_folder_or_a_missing_batch(tmp_path):
+    members = members_of_folder(tmp_path / "src")
+    official = tar_with_folders(tmp_path / "official.tar.gz", members, ["cifar-10-batches-py/"])
+    folder = extract_cifar10(official, tmp_path / "ok")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(name.split("/")[1] for name in members)
+    for other in ("cifar-10-batches-py/extra/", "elsewhere/"):
+        odd = tar_with_folders(tmp_path / "odd.tar.gz", members, ["cifar-10-batches-py/", other])
+        with pytest.raises(DatasetError, match=f"unexpected archive member '{other.rstrip('/')}'"):
+            extract_cifar10(odd, tmp_path / "odd")
+    plain = {**members, "cifar-10-batches-py": b"a file where the folder belongs"}
+    with pytest.raises(DatasetError, match="unexpected archive member 'cifar-10-batches-py'"):
+        extract_cifar10(tar_with_folders(tmp_path / "file.tar.gz", plain, []), tmp_path / "file")
+    del members["cifar-10-batches-py/test_batch"], members["cifar-10-batches-py/data_batch_2"]
+    short = tar_with_folders(tmp_path / "short.tar.gz", members, ["cifar-10-batches-py/"])
+    with pytest.raises(DatasetError, match=f"{short}: archive lacks data_batch_2, test_batch$"):
+        extract_cifar10(short, tmp_path / "short")
+    assert list((tmp_path / "short").iterdir()) == []  # no folder, complete or not, and no temporary one
+
+
+def test_the_default_data_folder_is_the_users_cache_unless_minisnn_data_is_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MINISNN_DATA", raising=False)
+    assert default_data_dir() == tmp_path / ".cache" / "minisnn"
+    monkeypatch.setenv("MINISNN_DATA", "")  # set but empty: as if unset
+    assert default_data_dir() == tmp_path / ".cache" / "minisnn"
+    monkeypatch.setenv("MINISNN_DATA", str(tmp_path / "data"))
+    assert default_data_dir() == tmp_path / "data"
 
 
 # ------------------------------------------------------------------ transforms
