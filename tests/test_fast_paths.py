@@ -5,21 +5,24 @@ sample per chunk up to the whole batch in one), so that each arrangement of the 
 the straight-line reference: conv's flipped-kernel dx (stride 1) and col2im dx (strided), dW from dx's columns or from
 im2col(x), im2col without padding copies into buffers that keep their zeros, products per image or
 per chunk, the chunked LIF loop (bit for bit), batch norm's float64 chunked sums, and the blockwise
-SGD and Adam updates (bit for bit).
+SGD and Adam updates (bit for bit), and Linear with BLAS held at one thread while the workers split.
 """
 import contextlib
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from minisnn import Tensor
 from minisnn.fast import conv as fast_conv, optim as fast_optim, parallel, reference_only, version_of
 from minisnn.fast.conv import ChunkedConv2d
+from minisnn.fast.linear import CPULinear
 from minisnn.fast.neuron import ChunkedLIF, FusedLIF
 from minisnn.fast.norm import ChunkedBatchNorm
 from minisnn.fast.optim import ChunkedAdam, ChunkedSGD
 from minisnn.functions.conv import Conv2d, col2im, im2col
+from minisnn.functions.linear import Linear
 from minisnn.functions.neuron import LIF
 from minisnn.functions.norm import BatchNormFunction
 from minisnn.functions.surrogate import SURROGATES, get_surrogate
@@ -115,6 +118,32 @@ def test_chunked_conv_equals_reference(calls, split, conv_knob_values):
         assert_same(got, want)
 
 
+@st.composite
+def stride_one_cases(draw):
+    """A stride-1 convolution whose padding is below the kernel (dx as a flipped-kernel convolution, dW from
+    its columns and summed by ``_sum_flipped``), with up to 6 images and 5 output channels, float64."""
+    n, cin, cout = draw(st.integers(1, 6)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    h, w = draw(st.integers(max(1, kh - 2 * padding[0]), 5)), draw(st.integers(max(1, kw - 2 * padding[1]), 5))
+    rng = np.random.default_rng(draw(seeds))
+    return rng.standard_normal((n, cin, h, w)), rng.standard_normal((cout, cin, kh, kw)), padding
+
+
+@settings(max_examples=60)
+@given(stride_one_cases(), splits, conv_knobs, seeds)
+def test_chunked_conv_dw_from_the_dx_columns_equals_reference(case, split, conv_knob_values, seed):
+    """The flipped-kernel path with many chunks: every chunk's part of dW, added in chunk order and turned
+    into W's layout tile by tile (on one worker and on several). The test above draws this path rarely
+    (stride 1 in both directions, padding below the kernel, dx needed, several chunks)."""
+    x, W, padding = case
+    gy = np.random.default_rng(seed).standard_normal(Conv2d(1, padding).forward(x, W).shape)
+    want = run(Conv2d(1, padding), (x, W), gy)
+    with cpu_split(*split), knobs(fast_conv, dict(conv_knob_values, MIN_COLUMNS=1)):
+        got = run(ChunkedConv2d(1, padding), (x, W), gy)
+    assert_same(got, want)
+
+
 @settings(max_examples=60)
 @given(conv_cases(), seeds)
 def test_unpadded_im2col_and_col2im_equal_the_reference(case, seed):
@@ -188,6 +217,23 @@ def test_chunked_batch_norm_equals_reference(case, training, scale, split, seed)
         np.testing.assert_allclose(g, w_, rtol=1e-12, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("count, chunk_bytes", [(1, 1), (2, 1), (1, parallel.CHUNK_BYTES)])
+def test_chunked_batch_norm_statistics_keep_float32_accuracy_far_from_zero(count, chunk_bytes):
+    """Chunks that centre on their own means and are then moved to the batch mean lose nothing to
+    cancellation: float32 activations around 1000 with unit spread give the float64 mean and variance
+    to float32 precision (a sum of squares minus the squared mean would not)."""
+    rng = np.random.default_rng(3)
+    x = (1000 + rng.standard_normal((6, 3, 5, 5)) * np.array([1, 0.5, 2])[:, None, None]).astype(np.float32)
+    C = x.shape[1]
+    running_mean, running_var = np.zeros(C, np.float32), np.zeros(C, np.float32)
+    with cpu_split(count, chunk_bytes):
+        ChunkedBatchNorm(running_mean, running_var, True, momentum=1.0).forward(x, np.ones(C, np.float32),
+                                                                                  np.zeros(C, np.float32))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(running_mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(running_var, x64.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
+
 # ----------------------------------------------------------------------------------- optimizers
 @st.composite
 def optimizer_cases(draw):
@@ -242,3 +288,39 @@ def test_blockwise_optimizers_equal_the_reference_bit_for_bit(case, which, momen
 def test_the_one_spot_picks_the_blockwise_optimizers_on_the_cpu():
     x = np.zeros(3)
     assert version_of(SGD, x) is ChunkedSGD and version_of(Adam, x) is ChunkedAdam
+
+
+# --------------------------------------------------------------------------------------- linear
+def blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 4), st.booleans(), st.integers(1, 3), seeds)
+def test_cpu_linear_equals_reference(batch, n_in, n_out, bias, count, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = rng.standard_normal((batch, n_in)), rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+    inputs = (x, W, b) if bias else (x, W)
+    gy = rng.standard_normal((batch, n_out))
+    want = run(Linear(), inputs, gy)
+    with cpu_split(count, parallel.CHUNK_BYTES):
+        got = run(CPULinear(), inputs, gy)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_cpu_linear_holds_blas_at_one_thread_only_while_the_workers_split(monkeypatch, count):
+    """With two workers its products run on one BLAS thread (BLAS's threads would spin on the workers'
+    cores); with one worker BLAS keeps its threads; either way BLAS has its threads back afterwards."""
+    seen = []
+    reference_forward, reference_backward = Linear.forward, Linear.backward
+    monkeypatch.setattr(Linear, "forward", lambda self, *a: seen.append(blas_threads()) or reference_forward(self, *a))
+    monkeypatch.setattr(Linear, "backward", lambda self, gy: seen.append(blas_threads()) or reference_backward(self, gy))
+    rng = np.random.default_rng(0)
+    with threadpool_limits(2, user_api="blas"), cpu_split(count, parallel.CHUNK_BYTES):
+        before = blas_threads()
+        run(CPULinear(), (rng.standard_normal((4, 3)), rng.standard_normal((2, 3))), rng.standard_normal((4, 2)))
+        after = blas_threads()
+    assert before and all(n == 2 for n in before)
+    assert seen == [[1] * len(before) if count > 1 else before] * 2 and after == before
+    assert version_of(Linear, np.zeros(2)) is CPULinear

@@ -10,13 +10,15 @@ the equations in their docstrings. What makes them fast lives here, one module p
                       kernel per pass, its source mirroring the NumPy loop line by line
     fast/norm.py      tdBN / batch norm: per-channel sums accumulated in float64, every pass on batch
                       chunks across the CPU cores, dx built in place
+    fast/linear.py    Linear: its small products on one BLAS thread while the workers split the work,
+                      so that BLAS's threads do not spin on the cores the workers need
     fast/parallel.py  the thread pool that runs the chunks (``MINISNN_THREADS``)
     fast/phases.py    where the time goes: the parts above marked by phase (im2col, GEMM, LIF, ...) and
                       timed when asked (``minisnn bench --phases``)
 
 Each fast Function is a subclass of its reference and is tested equal to it (tests/test_fast_paths.py,
 Hypothesis drawing every path). Which class runs is decided in one spot, ``version_of`` below: the
-public functions (``conv2d``, ``lif``, ``batch_norm``) ask it for the version of their reference
+public functions (``conv2d``, ``linear``, ``lif``, ``batch_norm``) ask it for the version of their reference
 Function that fits the input's device. Inside ``with reference_only():`` every call runs the
 reference instead, to compare or to step through it in a debugger.
 

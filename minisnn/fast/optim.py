@@ -26,7 +26,11 @@ from ..optim import SGD, Adam
 from . import register
 from .parallel import map_chunks
 
-BLOCK = 1 << 14  # elements updated together: 64 KB per float32 array, so a block's arrays stay in the L1/L2 cache
+# elements updated together: 256 KB per float32 array, so that a block's arrays (parameter, gradient, slots and
+# three scratch arrays) stay in a 2 MB L2 cache, and each block's work is long against the Python between
+# blocks: with 16K elements two workers were slower than one (ResNet-19's SGD step: 56 ms against 33 ms, on
+# the machine of benchmarks/RESULTS.md), queueing for Python's GIL; with 64K, 28-31 ms
+BLOCK = 1 << 16
 
 _thread = threading.local()
 

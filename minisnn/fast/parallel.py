@@ -110,7 +110,7 @@ def chunks(n, parts):
 
 
 @contextlib.contextmanager
-def _blas_one_thread():
+def blas_one_thread():
     """Hold BLAS at one thread inside the block, then give it back the threads it had."""
     global _blas
     if _blas is None:
@@ -146,10 +146,10 @@ def map_chunks(fn, n, xp=np, nbytes=0, min_chunk=1):
         parts = up if up <= most else max(count, most // count * count)
     slices = chunks(n, parts)                        # chunks() keeps parts within [1, n]
     if split and len(slices) > 1:
-        with _blas_one_thread():
+        with blas_one_thread():
             return _split(fn, slices)
     if nbytes < SPLIT_BYTES:
-        with _blas_one_thread():
+        with blas_one_thread():
             return [fn(rows) for rows in slices]
     return [fn(rows) for rows in slices]
 

@@ -3,6 +3,7 @@
 In a spiking net B is the folded batch T*N: every timestep of every sample goes through one GEMM.
 """
 from ..core import Function
+from ..fast import version_of
 
 
 class Linear(Function):
@@ -42,6 +43,9 @@ class Linear(Function):
 
 
 def linear(x, W, b=None):
-    """y = x W^T + b for x [B, in], W [out, in], b [out] or None. Returns [B, out]."""
+    """y = x W^T + b for x [B, in], W [out, in], b [out] or None. Returns [B, out].
+
+    Runs the version of ``Linear`` for x's device (``minisnn.fast.version_of``; on the CPU
+    ``fast/linear.py``: the same products, on one BLAS thread while minisnn's workers split the work)."""
     inputs = (x, W) if b is None else (x, W, b)
-    return Linear()(*inputs)
+    return version_of(Linear, x)()(*inputs)
