@@ -633,6 +633,11 @@ EXPLAINED = {
         EQ, "the early check cannot fail for a sigmoid: k/2 and k are finite for every finite k"),
     "surrogate.py:Triangle.grad: argument: xp.maximum(1 - xp.abs(v) * (1 / self.a), 0) -> the two swapped": (
         EQ, "maximum is symmetric"),
+    "norm.py:SyncBatchNormFunction.forward: argument: xp.full(..., dtype=xp.float64) -> without dtype": (
+        EQ, "the count is then an int64 array, and concatenating it with the float64 sums gives float64: the same "
+            "exact count"),
+    "norm.py:SyncBatchNormFunction.forward: argument: xp.maximum(sums[C:2 * C] / n - mean * ..., 0) -> the two "
+    "swapped": (EQ, "maximum(a, 0) = maximum(0, a)"),
     # optim
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),
