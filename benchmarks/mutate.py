@@ -585,11 +585,6 @@ EQ, NW = "equivalent", "not worth a test"
 EXPLAINED = {
     # core
     "core.py:Tensor: constant: 200 -> 201": (EQ, "any __array_priority__ above ndarray's 0 makes NumPy defer"),
-    "core.py:Tensor.backward: statement: func.release() -> pass #2": (
-        EQ, "the branch for a function none of whose outputs has a gradient is never reached: a function is "
-            "pushed only when one of its outputs has just received one (dead code, left to the lead)"),
-    "core.py:Tensor.backward: compare: g is None -> g is not None #2": (
-        EQ, "enters the zero-filling branch for every function; it replaces only the missing gradients"),
     # functions
     "basic.py:sum_to_array: statement: return g -> pass": (
         EQ, "falls through to a sum over no axes: the same values, copied"),
@@ -756,12 +751,13 @@ EXPLAINED = {
                                                    "read and restored is the same"),
     "checkpoint.py:atomic_write: operator: os.O_RDONLY | os.O_DIRECTORY -> os.O_RDONLY & os.O_DIRECTORY": (
         EQ, "O_RDONLY is 0 and a folder opens read-only without O_DIRECTORY, which only checks it is one"),
-    "checkpoint.py:_open: argument: np.load(..., allow_pickle=False) -> without allow_pickle": (
-        EQ, "allow_pickle defaults to False since NumPy 1.16.3 (setup.cfg needs numpy>=1.22); the tests check "
-            "that a pickled array is refused"),
     # evaluate
     "evaluate.py:evaluate_checkpoint: statement: out.mkdir(parents=True, exist_ok=True) -> pass": (
         EQ, "every file is written through atomic_write, which makes the folder (parents too) first"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_raster(..., title='spikes of every spiking la...) -> without "
+    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
+    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
 }
 
 
