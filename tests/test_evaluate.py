@@ -127,8 +127,12 @@ def test_eval_takes_the_data_folder_and_batch_size_it_is_given_and_never_downloa
     def no_download(*args, **kwargs):
         raise AssertionError("eval tried to download")
     monkeypatch.setattr(cifar10, "download_file", no_download)
-    with pytest.raises(DatasetError, match=str(tmp_path / "empty")):
-        evaluate_checkpoint(checkpoint, data_dir=tmp_path / "empty", out=tmp_path / "look")
+    state = load_checkpoint(checkpoint)  # a run that was allowed to download
+    downloading = dict(state["meta"], config=dict(state["meta"]["config"], download=True))
+    save_checkpoint(tmp_path / "downloading.npz", downloading, model=state["model"])
+    for path in (checkpoint, tmp_path / "downloading.npz"):
+        with pytest.raises(DatasetError, match=str(tmp_path / "empty")):
+            evaluate_checkpoint(path, data_dir=tmp_path / "empty", out=tmp_path / "look")
 
     sizes = []
     loader = Dataset.loader
