@@ -71,7 +71,7 @@ TESTS = {
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
-    "minisnn/evaluate.py": ["tests/test_train.py", "tests/test_cli.py"],
+    "minisnn/evaluate.py": ["tests/test_evaluate.py", "tests/test_train.py", "tests/test_cli.py"],
     "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py",
                        "tests/test_bench.py::test_cli_bench_prints_rows_and_a_table"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
@@ -585,11 +585,6 @@ EQ, NW = "equivalent", "not worth a test"
 EXPLAINED = {
     # core
     "core.py:Tensor: constant: 200 -> 201": (EQ, "any __array_priority__ above ndarray's 0 makes NumPy defer"),
-    "core.py:Tensor.backward: statement: func.release() -> pass #2": (
-        EQ, "the branch for a function none of whose outputs has a gradient is never reached: a function is "
-            "pushed only when one of its outputs has just received one (dead code, left to the lead)"),
-    "core.py:Tensor.backward: compare: g is None -> g is not None #2": (
-        EQ, "enters the zero-filling branch for every function; it replaces only the missing gradients"),
     # functions
     "basic.py:sum_to_array: statement: return g -> pass": (
         EQ, "falls through to a sum over no axes: the same values, copied"),
@@ -633,6 +628,11 @@ EXPLAINED = {
         EQ, "the early check cannot fail for a sigmoid: k/2 and k are finite for every finite k"),
     "surrogate.py:Triangle.grad: argument: xp.maximum(1 - xp.abs(v) * (1 / self.a), 0) -> the two swapped": (
         EQ, "maximum is symmetric"),
+    "norm.py:SyncBatchNormFunction.forward: argument: xp.full(..., dtype=xp.float64) -> without dtype": (
+        EQ, "the count is then an int64 array, and concatenating it with the float64 sums gives float64: the same "
+            "exact count"),
+    "norm.py:SyncBatchNormFunction.forward: argument: xp.maximum(sums[C:2 * C] / n - mean * ..., 0) -> the two "
+    "swapped": (EQ, "maximum(a, 0) = maximum(0, a)"),
     # optim
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),
@@ -750,9 +750,13 @@ EXPLAINED = {
                                                    "read and restored is the same"),
     "checkpoint.py:atomic_write: operator: os.O_RDONLY | os.O_DIRECTORY -> os.O_RDONLY & os.O_DIRECTORY": (
         EQ, "O_RDONLY is 0 and a folder opens read-only without O_DIRECTORY, which only checks it is one"),
-    "checkpoint.py:_open: argument: np.load(..., allow_pickle=False) -> without allow_pickle": (
-        EQ, "allow_pickle defaults to False since NumPy 1.16.3 (setup.cfg needs numpy>=1.22); the tests check "
-            "that a pickled array is refused"),
+    # evaluate
+    "evaluate.py:evaluate_checkpoint: statement: out.mkdir(parents=True, exist_ok=True) -> pass": (
+        EQ, "every file is written through atomic_write, which makes the folder (parents too) first"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_raster(..., title='spikes of every spiking la...) -> without "
+    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
+    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
 }
 
 

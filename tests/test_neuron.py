@@ -137,6 +137,18 @@ def test_heaviside_backward_matches_autograd_of_unrolled_graph(reference, case, 
     np.testing.assert_allclose(engine.grad, unrolled.grad, rtol=1e-10, atol=1e-10)
 
 
+def test_the_unrolled_lif_has_the_defaults_of_lif():
+    # the same spikes and input gradients with no options given (V_th, tau_decay, surrogate, no detach)
+    x = np.array([[0.6, 0.2], [0.4, 0.9], [0.1, 0.45], [0.7, 0.3]])
+    ours, unrolled = Tensor(x.copy(), requires_grad=True), Tensor(x.copy(), requires_grad=True)
+    y, y_ref = lif(ours), lif_unrolled(unrolled)
+    y.backward(np.ones_like(x))
+    y_ref.backward(np.ones_like(x))
+    np.testing.assert_array_equal(y.data, y_ref.data)
+    assert y.data.any()  # the resets happen, so a detached reset would change the gradient
+    np.testing.assert_allclose(unrolled.grad, ours.grad, rtol=1e-12)
+
+
 def test_detach_reset_known_gradients():
     # V_th = 0.5, tau = 0.25, rectangular h' = 1 on |v| < 0.5; x = 0.6, 0.4, 0.1 gives
     # u = 0.6 (spike), 0.4, 0.2 and, for L = sum(o), by the recursion (g = dL/du):
