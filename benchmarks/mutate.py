@@ -585,6 +585,9 @@ EQ, NW = "equivalent", "not worth a test"
 EXPLAINED = {
     # core
     "core.py:Tensor: constant: 200 -> 201": (EQ, "any __array_priority__ above ndarray's 0 makes NumPy defer"),
+    "core.py:Tensor.backward: compare: g is None -> g is not None": (
+        EQ, "enters the zero-filling branch for every function; it replaces only the missing gradients (timed out "
+            "once on a loaded machine, which counts as killed: it is not)"),
     # functions
     "basic.py:sum_to_array: statement: return g -> pass": (
         EQ, "falls through to a sum over no axes: the same values, copied"),
@@ -750,6 +753,9 @@ EXPLAINED = {
                                                    "read and restored is the same"),
     "checkpoint.py:atomic_write: operator: os.O_RDONLY | os.O_DIRECTORY -> os.O_RDONLY & os.O_DIRECTORY": (
         EQ, "O_RDONLY is 0 and a folder opens read-only without O_DIRECTORY, which only checks it is one"),
+    "checkpoint.py:_open: argument: np.load(..., allow_pickle=False) -> without allow_pickle": (
+        EQ, "allow_pickle defaults to False since NumPy 1.16.3 (setup.cfg needs numpy>=1.22); the tests check "
+            "that a pickled array is refused"),
     # evaluate
     "evaluate.py:evaluate_checkpoint: statement: out.mkdir(parents=True, exist_ok=True) -> pass": (
         EQ, "every file is written through atomic_write, which makes the folder (parents too) first"),
