@@ -74,3 +74,10 @@ def test_data_sets_compare_and_hash_by_identity():
     # either can key a dict (of models, of results) without NumPy's "truth value is ambiguous"
     data, copy = toy_data_set(), toy_data_set()
     assert data == data and data != copy and len({data: 1, copy: 2}) == 2
+
+
+def test_batches_without_an_epoch_are_epoch_0s():
+    images = np.arange(40, dtype=np.float32).reshape(10, 1, 2, 2)
+    loader = BatchIterator(images, np.arange(10), 4, shuffle=True, seed=3)
+    first = [y.tolist() for _, y in loader.batches()]
+    assert first == [y.tolist() for _, y in loader.batches(0)] != [y.tolist() for _, y in loader.batches(1)]
