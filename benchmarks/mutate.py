@@ -4,7 +4,9 @@
     python benchmarks/mutate.py --sample 200 --seed 0 data  # a seeded random sample of each group
     python benchmarks/mutate.py --list checkpoint           # the mutants, without running them
     python benchmarks/mutate.py --only "optim.py:SGD.update" optim   # mutants whose id contains the text
+    python benchmarks/mutate.py --covering-only --json /tmp/m.json data   # quick first pass (see below)
     python benchmarks/mutate.py --rerun /tmp/m.json data    # only the survivors of an earlier --json run
+    python benchmarks/mutate.py --report /tmp/m.json --report /tmp/rerun.json data   # their combined table
     python benchmarks/mutate.py --planted                   # the hand-written bugs of PLANTED (issue #21)
 
 Groups (``GROUPS``): core, functions, optim, checkpoint, train, data. A mutant is one small change of a
@@ -20,12 +22,16 @@ module's syntax tree, the slips a developer makes:
 
 Docstrings, f-strings and other string constants (the text of messages) are not mutated.
 
-Each mutant is written into a scratch copy of the repository (the working tree is never touched); the
-module's tests (``TESTS``) then run on it with ``pytest -x`` and a timeout, in a process forked from one
-that has already imported pytest, Hypothesis and NumPy (no minisnn: the child imports the mutated code),
-with Hypothesis derandomised (the "ci" profile of tests/conftest.py) so that a run is repeatable. A mutant
-is killed when a test fails or errors, or the run times out; it survives when the tests pass. The
-unmutated code must pass the same tests first (the baseline, which also sets each module's timeout).
+Each mutant is written into a scratch copy of the repository (the working tree is never touched); tests then
+run on it with ``pytest -x`` and a timeout, in a process forked from one that has already imported pytest,
+Hypothesis and NumPy (no minisnn: the child imports the mutated code), with Hypothesis derandomised (the "ci"
+profile of tests/conftest.py) so that a run is repeatable. First the tests of the module's list (``TESTS``)
+that execute one of the mutant's lines, the fastest first: a traced run of the unmutated code maps each line
+to the tests that run it, in child processes too (linemap.py); a line run at import time takes the whole
+list. If those pass, the whole list runs -- or, with ``--covering-only``, the mutant is reported a survivor
+at once (a quick first pass: never a false kill, at worst a false survivor, which ``--rerun`` then settles).
+A mutant is killed when a test fails or errors, or the run times out; it survives when the tests pass. The
+unmutated code must pass the whole list first (the baseline, which also sets each module's timeout).
 
 Survivors that no test can tell from the original (equivalent mutants) or that are not worth a test are
 listed in ``EXPLAINED`` with the reason. The kill rate per group is killed / (mutants run - equivalent);
@@ -65,6 +71,7 @@ TESTS = {
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
+    "minisnn/evaluate.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py",
                        "tests/test_bench.py::test_cli_bench_prints_rows_and_a_table"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
@@ -74,6 +81,7 @@ TESTS = {
     "minisnn/data/imagefolder.py": ["tests/test_imagefolder.py", "tests/test_data.py"],
     "minisnn/data/loader.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py",
                                "tests/test_cifar10_dvs.py"],
+    "minisnn/data/registry.py": ["tests/test_data.py", "tests/test_cifar10_dvs.py", "tests/test_imagefolder.py"],
     "minisnn/data/shards.py": ["tests/test_data.py", "tests/test_imagefolder.py", "tests/test_dist.py"],
     "minisnn/data/transforms.py": ["tests/test_data.py"],
 }
@@ -83,7 +91,7 @@ GROUPS = {
     "functions": sorted(f for f in TESTS if f.startswith("minisnn/functions/")),
     "optim": ["minisnn/optim.py"],
     "checkpoint": ["minisnn/checkpoint.py"],
-    "train": ["minisnn/train.py", "minisnn/experiment.py", "minisnn/cli.py"],
+    "train": ["minisnn/train.py", "minisnn/experiment.py", "minisnn/evaluate.py", "minisnn/cli.py"],
     "data": sorted(f for f in TESTS if f.startswith("minisnn/data/")),
 }
 
@@ -355,10 +363,11 @@ def first_failure(log):
     return (failures(log) or [""])[0]
 
 
-def run(files, mutants, repo, timeout_factor, verbose, covering_only):
+def run(files, mutants, repo, timeout_factor, verbose, covering_only, save=lambda results: None):
     """Run the baseline of every file, then each mutant; return a list of result dicts. A mutant first meets
     the tests that run its lines (the line map); if they all pass, the whole test list of its module -- unless
-    ``covering_only``, which reports it as a survivor of its covering tests (``"ran": "covering"``)."""
+    ``covering_only``, which reports it as a survivor of its covering tests (``"ran": "covering"``).
+    ``save(results)`` is called after each mutant, so that a run cut short keeps what it found."""
     results = []
     work = repo.parent
     log = str(work / "log.txt")
@@ -394,6 +403,7 @@ def run(files, mutants, repo, timeout_factor, verbose, covering_only):
                             "killed_by": killed_by if status != "passed" else None, "ran": ran,
                             "covering_tests": None if covering is None else len(covering),
                             "seconds": round(seconds, 2)})
+            save(results)
             if verbose or status == "passed":
                 print(f"  [{k}/{len(chosen)}] {'SURVIVED' if status == 'passed' else 'killed  '} "
                       f"line {m.line}: {m.id}" + ("" if ran == "all" else f" (tests run: {ran})"), file=sys.stderr)
@@ -456,6 +466,9 @@ def main(argv=None):
                                                                "(0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="run only the mutants whose id contains this text")
+    parser.add_argument("--report", action="append", default=None, metavar="JSON",
+                        help="print the table of earlier --json runs and stop; repeat it for a first run, then "
+                             "its reruns (a later file's result for a mutant replaces an earlier one)")
     parser.add_argument("--rerun", default=None, help="run only the mutants that survived in this earlier --json "
                                                       "file (after writing tests for them)")
     parser.add_argument("--timeout-factor", type=float, default=4.0,
@@ -483,6 +496,8 @@ def main(argv=None):
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group(s) {unknown}; choose from {list(GROUPS)}")
+    if args.report:
+        return report(args.report, args.groups)
     files = [f for g in args.groups for f in GROUPS[g]]
     mutants = load_mutants(files)
     survived = {r["id"] for r in json.loads(Path(args.rerun).read_text())["results"] if r["status"] == "passed"} \
@@ -518,7 +533,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="minisnn-mutate-") as root:
         repo = scratch_copy(Path(root))
         os.environ["PYTHONPATH"] = str(repo)  # subprocesses the tests start import the mutated copy too
-        results = run(files, mutants, repo, args.timeout_factor, args.verbose, args.covering_only)
+        results = run(files, mutants, repo, args.timeout_factor, args.verbose, args.covering_only,
+                      lambda results: save(args, totals, results, finished=False))
     table, survivors = summarise(results, args.groups, sample_sizes, totals)
     print(f"\n{table}\n\n{len(results)} mutants in {time.perf_counter() - start:.0f} s "
           f"(sample: {args.sample or 'all'}, seed {args.seed})")
@@ -531,9 +547,34 @@ def main(argv=None):
     stale += [key for key in EXPLAINED if key.split(":")[0] in names and key not in ids]
     for key in stale:
         print(f"! EXPLAINED holds {key!r}, which is now killed or no longer made: remove it")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "totals": totals, "results": results}, indent=1))
+    save(args, totals, results, finished=True)
     return 0
+
+
+def report(paths, groups):
+    """Print the combined table of the runs in ``paths`` (the latest result of each mutant counts)."""
+    latest, totals = {}, {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        totals.update({g: n for g, n in data["totals"].items() if g not in totals})
+        latest.update({r["id"]: r for r in data["results"]})
+    results = list(latest.values())
+    groups = [g for g in groups if g in totals]
+    table, survivors = summarise(results, groups, {}, totals)
+    print(f"{table}\n\n{len(results)} mutants in {', '.join(paths)}")
+    for r in survivors:
+        verdict, reason = EXPLAINED.get(r["id"], ("UNEXPLAINED", ""))
+        print(f"- {r['file']}:{r['line']} {r['id']}\n    {verdict}{': ' + reason if reason else ''}")
+    return 0
+
+
+def save(args, totals, results, finished):
+    """Write the results so far to ``--json`` (through a temporary file, so a cut leaves the last whole one)."""
+    if args.json:
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps({"args": vars(args), "totals": totals, "finished": finished, "results": results},
+                                  indent=1))
+        os.replace(tmp, args.json)
 
 
 # Survivors, by mutant id: ("equivalent" | "not worth a test", why). Reviewed by hand; see benchmarks/RESULTS.md.

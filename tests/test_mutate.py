@@ -105,3 +105,19 @@ def test_each_kind_of_mutant_is_made(kind):
     tree = ast.parse(source)
     kinds = {m.kind for m in mutate.mutants_of("x.py", tree)}
     assert kind in kinds
+
+
+def test_the_report_of_a_first_run_and_its_rerun_counts_each_mutant_once_by_its_latest_result(tmp_path, capsys):
+    def result(n, status):
+        return {"id": f"optim.py:f: constant: {n} -> {n + 1}", "file": "minisnn/optim.py", "line": n,
+                "kind": "constant", "status": status, "killed_by": None if status == "passed" else "x"}
+    first = {"totals": {"optim": 10}, "results": [result(n, "failed") for n in range(6)]
+             + [result(n, "passed") for n in range(6, 10)]}
+    rerun = {"totals": {"optim": 10}, "results": [result(6, "failed"), result(7, "failed"), result(8, "passed")]}
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    assert mutate.main(["--report", str(tmp_path / "first.json"), "--report", str(tmp_path / "rerun.json"),
+                        "optim"]) == 0
+    table = capsys.readouterr().out
+    assert "| optim | 10 | 10 | 8 | 0 | 0 | 2 | 80.0 % |" in table   # 8 of 10 killed; 8 and 9 still alive
+    assert "constant: 8 -> 9" in table and "constant: 9 -> 10" in table and "constant: 7 -> 8" not in table
