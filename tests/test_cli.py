@@ -2,6 +2,7 @@
 nowhere else, refusals of every bad value before any work, non-finite and broken checkpoints explained, and
 never a traceback. Every error is one line, ``error: ...``, exit 2."""
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ import pytest
 from minisnn import __version__, backend, cli, experiment
 from minisnn.backend import DeviceError
 from minisnn.checkpoint import load_checkpoint, save_checkpoint
+from minisnn.core import Tensor, no_grad
 from minisnn.experiment import DEFAULTS, make_config, model_for, load_data
+from minisnn.monitor import Recorder
 
 pytest.importorskip("sklearn", reason="the digits data set needs scikit-learn: pip install -e '.[digits]'")
 
@@ -56,13 +59,39 @@ def run(finished_run, tmp_path):
     return shutil.copytree(finished_run, tmp_path / "run")
 
 
-def test_train_then_eval_writes_into_its_own_folder(run, capsys):
+def test_train_then_eval_writes_into_its_own_folder(run, capsys, monkeypatch):
+    from minisnn import evaluate
+    returned, real_evaluate_checkpoint = [], evaluate.evaluate_checkpoint
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *args, **kwargs: returned.append(
+        real_evaluate_checkpoint(*args, **kwargs)) or returned[-1])
     before = snapshot(run)
-    code, out, _ = minisnn(capsys, "eval", run / "last.npz")
-    assert code == 0 and "accuracy" in out and "SOPs" in out and "16 images" in out
-    assert {p.name for p in (run / "eval").iterdir()} == {"layers.json", "raster.png", "firing_rates.png",
-                                                          "membrane.png"}
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "32")
+    assert code == 0 and "accuracy" in out and "SOPs" in out and "32 images" in out
+    written = [run / "eval" / name for name in ("layers.json", "raster.png", "firing_rates.png", "membrane.png")]
+    assert sorted((run / "eval").iterdir()) == sorted(written)
+    assert out.splitlines()[-1] == f"written: {', '.join(map(str, written))}"
     assert {k: v for k, v in snapshot(run).items() if k.parts[0] != "eval"} == before
+    # the table is the network as it runs at inference: the first 16 test images through the saved model in
+    # eval mode (tdBN's running statistics); the totals come as one JSON line a script can read
+    rows = json.loads((run / "eval" / "layers.json").read_text())
+    (accuracy, table), = returned  # what evaluate_checkpoint gives a script: the accuracy and the table
+    assert f"accuracy {accuracy:.4f} on 32 images" in out and json.loads(json.dumps(table)) == rows
+    state = load_checkpoint(run / "last.npz")
+    config = experiment.saved_config(state["meta"]["config"])
+    data = load_data(dict(config, limit_train=0, limit_test=32))
+    model = model_for(config, data)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with no_grad(), Recorder(model) as recorder:
+        model(Tensor(next(data.loader("test", 16).batches())[0]))
+    rates = [row["firing_rate"] for row in rows if row["kind"] == "LIF"]
+    assert rates and rates == pytest.approx(
+        [row["firing_rate"] for row in recorder.layer_table() if row["kind"] == "LIF"], rel=1e-12)
+    (line,) = [line for line in out.splitlines() if line.startswith("{")]
+    totals = json.loads(line)
+    synapses = [row for row in rows if row["kind"] == "synapses"]
+    assert totals and totals == {key: round(sum(row[key] for row in synapses), 3) for key in totals}
+    assert totals["sops"] > 0 and totals["ann_macs"] > 0
 
 
 def test_resume_trains_the_folder_it_is_given_wherever_it_was_moved(run, tmp_path, capsys, monkeypatch):
@@ -435,3 +464,26 @@ def test_every_command_has_a_line_of_help():
     commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
     helped = {choice.dest: choice.help for choice in commands._choices_actions}
     assert set(helped) == set(commands.choices) and all(helped.values()), helped
+
+
+
+def test_a_run_whose_config_is_no_longer_valid_is_refused_saying_so(run, capsys):
+    spoil(run / "last.npz", model="resnet_gone")  # e.g. a model a later version renamed
+    for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):
+        code, _, err = minisnn(capsys, *command)
+        assert code == 2 and "last.npz: its config is not valid today: --model must be one of" in err, err
+
+
+def test_eval_reads_the_data_where_data_dir_says_else_where_the_run_did(run, tmp_path, capsys, monkeypatch):
+    from minisnn import evaluate
+    from minisnn.data import DatasetError
+    asked = []
+
+    def load_data(config):  # record where eval looks, then stop it
+        asked.append(config["data_dir"])
+        raise DatasetError("recorded")
+
+    monkeypatch.setattr(evaluate, "load_data", load_data)
+    minisnn(capsys, "eval", run / "last.npz", "--data-dir", tmp_path / "moved")
+    minisnn(capsys, "eval", run / "last.npz")
+    assert asked == [str(tmp_path / "moved"), None]  # the digits run was given no --data-dir

@@ -604,3 +604,40 @@ def test_a_data_parallel_run_whose_last_batch_leaves_a_rank_without_rows_is_refu
 
     with pytest.raises(DistError, match="a training batch of 1 rows cannot be split over 2 ranks"):
         data_parallel(monkeypatch)(rank_program)
+
+
+def test_evaluation_scores_the_mean_loss_and_accuracy_over_every_test_image(cifar_sample, tmp_path):
+    from dataclasses import replace
+
+    from minisnn.core import Tensor, no_grad
+    from minisnn.functions.loss import softmax_cross_entropy
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_test=40, eval_batch_size=16))  # 16, 16 and 8 images
+    trainer.train_epoch()
+    images, labels = next(trainer.data.loader("test", 40).batches())
+    trainer.model.eval()
+    with no_grad():  # all 40 at once, by hand
+        logits = trainer.model(Tensor(images))
+        loss = float(softmax_cross_entropy(logits, labels).item())
+        accuracy = float(np.mean(logits.data.argmax(axis=1) == labels))
+    trainer.model.train()
+    assert 0 < accuracy < 1
+    assert evaluate(trainer.model, trainer.test_loader, np) == pytest.approx((loss, accuracy), rel=1e-5)
+    one = replace(trainer.data, test_x=trainer.data.test_x[:1], test_y=trainer.data.test_y[:1])
+    assert evaluate(trainer.model, one.loader("test", 16), np)[1] == float(logits.data[0].argmax() == labels[0])
+    empty = replace(trainer.data, test_x=trainer.data.test_x[:0], test_y=trainer.data.test_y[:0])
+    with pytest.raises(ValueError, match="the loader gave no images to score"):
+        evaluate(trainer.model, empty.loader("test", 16), np)
+
+
+def test_resuming_without_out_continues_the_default_folder_and_writes_only_there(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    first.mkdir()
+    Trainer(tiny_config(cifar_sample, first, limit_train=16, limit_test=16, epochs=1)).save()  # saved at the start
+    (tmp_path / "runs").mkdir()
+    first.rename(tmp_path / "runs" / "default")  # the run moved to where train() looks by default
+    history = train_module.train(resume=True)
+    assert [row["epoch"] for row in history] == [1] and not first.exists()
+    assert load_checkpoint(tmp_path / "runs" / "default" / "last.npz")["meta"]["config"]["out"] == "runs/default"
+
