@@ -651,6 +651,21 @@ EXPLAINED = {
     "cli.py:as_type: statement: parse.__name__ = name -> pass": (
         EQ, "argparse names a type only when it raises ValueError or TypeError; parse turns every ValueError of a "
             "check into ArgumentTypeError, whose own text is shown, and the checks raise nothing else on text"),
+    "experiment.py:integer.check: statement: raise ValueError(f'must be an integer {where}, got {value!r}') "
+    "from... -> pass": (
+        EQ, "text that int() refuses stays text, and the next check raises the same message for it (neither an int "
+            "nor an __index__)"),
+    "experiment.py:number: constant: False -> True #2": (
+        EQ, "the default of high_open: read only with an upper bound, and momentum, the one number with one, passes "
+            "high_open=True"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('T')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('depth')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_raster(..., title='spikes of every spiking la...) -> without "
+    "title": (NW, "the raster picture's title"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
+    "title": (NW, "the membrane picture's title"),
     "train.py:plot_history: argument: fig.subplots_adjust(..., wspace=0.25) -> without wspace": (
         NW, "matplotlib's gap of 0.2 axis widths between the panels instead of 0.25: the accuracy panel's labels "
             "still clear the loss panel (by 22 instead of 39 pixels, measured); looks only"),
@@ -773,8 +788,6 @@ EXPLAINED = {
         EQ, "the same check in make_config takes the same text (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_train') -> without dest": (
         EQ, "argparse derives the same dest from --limit-train"),
-    "cli.py:add_train_args: argument: g.add_argument(..., metavar='{' + ','.join(RESIZE_MODES...) -> without metavar": (
-        NW, "--help shows the value as RESIZE instead of {sum,bilinear}; the help text names both modes"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     # checkpoint

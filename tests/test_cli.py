@@ -136,25 +136,36 @@ def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-INVALID = [  # (flags, what the one-line error must say)
-    (["--lr", "-1"], "--lr"), (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "abc"], "--lr"),
-    (["--weight-decay", "-1"], "--weight-decay"), (["--momentum", "1.5"], "--momentum"),
-    (["--momentum", "1"], "--momentum"), (["--warmup-epochs", "-1"], "--warmup-epochs"),
-    (["--blocks", "0"], "--blocks"), (["--limit-train", "-1"], "--limit-train"),
-    (["--limit-train", "0"], "--limit-train"), (["--limit-test", "0"], "--limit-test"), (["--width", "0"], "--width"),
-    (["-T", "0"], "-T"), (["--batch-size", "0"], "--batch-size"), (["--eval-batch-size", "0"], "--eval-batch-size"),
-    (["--epochs", "0"], "--epochs"), (["--seed", "-1"], "--seed"), (["--min-lr", "-1"], "--min-lr"),
-    (["--model", "nope"], "--model"), (["--dataset", "nope"], "--dataset"), (["--device", "tpu"], "--device"),
-    (["--dvs-size", "200"], "--dvs-size"),
-    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs"), (["--min-lr", "1"], "--min-lr"),
-    (["--strides", "1", "2", "2"], "--strides"),
+INVALID = [  # (flags, what the one-line error must say: the flag and why)
+    (["--lr", "-1"], ("--lr", "must be a number > 0, got -1")), (["--lr", "0"], ("--lr", "must be a number > 0, got 0")),
+    (["--lr", "nan"], ("--lr", "must be a number > 0, got nan")),
+    (["--lr", "abc"], ("--lr", "must be a number > 0, got 'abc'")),
+    (["--weight-decay", "-1"], ("--weight-decay", "must be a number >= 0, got -1")),
+    (["--optimizer", "sgd", "--momentum", "1.5"], ("--momentum", "must be a number in [0, 1), got 1.5")),
+    (["--optimizer", "sgd", "--momentum", "1"], ("--momentum", "must be a number in [0, 1), got 1")),
+    (["--warmup-epochs", "-1"], ("--warmup-epochs", "must be an integer >= 0, got -1")),
+    (["--blocks", "0"], ("--blocks", "must be an integer >= 1, got 0")),
+    (["--limit-train", "-1"], ("--limit-train", "must be an integer >= 1, got -1")),
+    (["--limit-train", "0"], ("--limit-train", "must be an integer >= 1, got 0")),
+    (["--limit-test", "0"], ("--limit-test", "must be an integer >= 1, got 0")),
+    (["--width", "0"], ("--width", "must be an integer >= 1, got 0")), (["-T", "0"], ("-T", "must be an integer >= 1")),
+    (["--batch-size", "0"], ("--batch-size", "must be an integer >= 1, got 0")),
+    (["--eval-batch-size", "0"], ("--eval-batch-size", "must be an integer >= 1, got 0")),
+    (["--epochs", "0"], ("--epochs", "must be an integer >= 1, got 0")),
+    (["--seed", "-1"], ("--seed", "must be an integer >= 0, got -1")),
+    (["--min-lr", "-1"], ("--min-lr", "must be a number >= 0, got -1")),
+    (["--model", "nope"], ("--model", "must be one of resnet19,")), (["--dataset", "nope"], ("--dataset", "must be one of")),
+    (["--device", "tpu"], "--device"), (["--dvs-size", "200"], ("--dvs-size", "must be an integer in 1..128, got 200")),
+    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs (2) must be less than --epochs (2)"),
+    (["--min-lr", "1"], "--min-lr (1) must not exceed --lr (0.01)"),
+    (["--strides", "1", "2", "2"], "--strides gives 3 strides for 2 stages"),
     # flags that do not apply to the chosen model, optimizer or data set
     (["--depth", "3"], "--depth applies to --model plain, not resnet_small"),
     (["--norm", "bn"], "--norm applies to --model plain"),
     (["--model", "resnet19"], "--width applies to --model resnet_small or plain, not resnet19"),
     (["--momentum", "0.5"], "--momentum applies to --optimizer sgd"),
     (["--dvs-size", "32"], "--dvs-size applies to --dataset cifar10-dvs, not digits"),
-    (["--download"], "--download"),
+    (["--download"], "--download applies to --dataset cifar10, not digits"),
 ]
 
 
@@ -220,7 +231,7 @@ def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkey
 
     monkeypatch.setattr(experiment, "get_dataset", no_data)
     code, _, err = minisnn(capsys, "train", *TINY, *flags, "--out", tmp_path / "run")
-    assert code == 2 and says in err
+    assert code == 2 and all(part in err for part in ((says,) if isinstance(says, str) else says)), err
     assert not (tmp_path / "run").exists()
 
 
@@ -322,8 +333,11 @@ def test_eval_needs_only_the_test_batch(cifar_sample, tmp_path, capsys):
                          data_dir=str(data_dir.parent), limit_test=16, eval_batch_size=16, out=str(tmp_path))
     model = model_for(config, load_data(dict(config, limit_train=0)))
     save_checkpoint(tmp_path / "last.npz", {"config": config}, model=model.state_dict())
+    (tmp_path / "eval").mkdir()  # from an earlier eval: written into again, the user's own files left alone
+    (tmp_path / "eval" / "notes.txt").write_text("mine")
     code, out, _ = minisnn(capsys, "eval", tmp_path / "last.npz")
     assert code == 0 and "on 16 images" in out
+    assert (tmp_path / "eval" / "notes.txt").read_text() == "mine" and (tmp_path / "eval" / "layers.json").exists()
 
 
 def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypatch):
@@ -425,8 +439,9 @@ def test_a_resumed_or_evaluated_run_goes_where_minisnn_device_says(run, capsys, 
 
 
 def test_eval_scores_as_many_test_images_as_limit_test_says(run, capsys):
-    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "8")
-    assert code == 0 and "on 8 images" in out
+    nested = run / "scores" / "first 8"  # a new --out, its parent folder new too
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "8", "--out", nested)
+    assert code == 0 and "on 8 images" in out and (nested / "layers.json").exists()
     code, _, err = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "0")
     assert code == 2 and "--limit-test" in err
 
@@ -474,16 +489,54 @@ def test_a_run_whose_config_is_no_longer_valid_is_refused_saying_so(run, capsys)
         assert code == 2 and "last.npz: its config is not valid today: --model must be one of" in err, err
 
 
-def test_eval_reads_the_data_where_data_dir_says_else_where_the_run_did(run, tmp_path, capsys, monkeypatch):
+def test_eval_reads_the_data_where_data_dir_says_never_downloads_and_takes_its_batch_size(run, tmp_path, capsys,
+                                                                                         monkeypatch):
     from minisnn import evaluate
     from minisnn.data import DatasetError
+    spoil(run / "last.npz", dataset="cifar10", download=True)  # a CIFAR-10 run that downloaded its data
     asked = []
 
-    def load_data(config):  # record where eval looks, then stop it
-        asked.append(config["data_dir"])
+    def load_data(config):  # record where and how eval reads the data, then stop it
+        asked.append((config["data_dir"], config["download"], config["eval_batch_size"]))
         raise DatasetError("recorded")
 
     monkeypatch.setattr(evaluate, "load_data", load_data)
-    minisnn(capsys, "eval", run / "last.npz", "--data-dir", tmp_path / "moved")
+    minisnn(capsys, "eval", run / "last.npz", "--data-dir", tmp_path / "moved", "--eval-batch-size", "8",
+            "--out", tmp_path)  # an existing folder is a fine --out
     minisnn(capsys, "eval", run / "last.npz")
-    assert asked == [str(tmp_path / "moved"), None]  # the digits run was given no --data-dir
+    assert asked == [(str(tmp_path / "moved"), False, 8), (None, False, DEFAULTS["eval_batch_size"])]
+    (tmp_path / "a_file").write_text("mine")
+    code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file")
+    assert code == 2 and "is a file, not a folder" in err and len(asked) == 2
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_its_model_says_so(run, capsys):
+    state = load_checkpoint(run / "last.npz")
+    state["model"]["stem.0.conv.weight"] = state["model"]["stem.0.conv.weight"][:2]
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"], sched=state["sched"])
+    code, _, err = minisnn(capsys, "eval", run / "last.npz")
+    assert code == 2 and "last.npz does not fit the model its config describes" in err
+
+def test_each_range_takes_its_ends_and_numbers_refuse_bools_and_words():
+    folder = {"dataset": "imagefolder", "data_dir": "images"}
+    ends = {"image_size": 4096, "workers": 64}
+    assert make_config(**folder, dataset_args=ends)["dataset_args"] == ends
+    assert make_config(dataset="cifar10-dvs", dataset_args={"size": 128})["dataset_args"] == {"size": 128}
+    config = make_config(momentum=0, weight_decay=0, lr=0.1, min_lr=0.1)
+    assert (config["momentum"], config["weight_decay"], config["min_lr"]) == (0.0, 0.0, 0.1)
+    for key, flag in (("lr", "--lr"), ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
+                      ("min_lr", "--min-lr")):
+        for bad in (True, "fast"):
+            with pytest.raises(experiment.ConfigError, match=f"^{flag} must be a number .*, got {bad!r}$"):
+                make_config(**{key: bad})
+
+
+def test_train_help_shows_the_choices_of_every_flag_that_takes_one_of_a_few(capsys):
+    from minisnn.data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
+    from minisnn.models.plain import NORMS
+    assert cli.main(["train", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for choices in (experiment.MODELS, NORMS, experiment.DATASETS, experiment.OPTIMIZERS, experiment.DVS_SPLITS,
+                    SPLIT_RULES, RESIZE_MODES):
+        assert "{" + ",".join(choices) + "}" in shown, choices
