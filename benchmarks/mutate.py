@@ -666,6 +666,78 @@ EXPLAINED = {
     "title": (NW, "the raster picture's title"),
     "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
     "title": (NW, "the membrane picture's title"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('dataset')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('split_by')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('split_rule')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('resize')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('image_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('workers')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('limit_train')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('limit_test')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('epochs')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('batch_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('eval_batch_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('optimizer')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('lr')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('momentum')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('warmup_epochs')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('seed')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('out')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('device')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='data_dir') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='image_size') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_test') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='batch_size') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='min_lr') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='weight_decay') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='sync_norm') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: p.add_argument(..., dest='data_dir') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: p.add_argument(..., dest='limit_test') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: parser.add_subparsers(..., parser_class=Parser) -> without parser_class": (
+        EQ, "add_subparsers' parser_class defaults to the parent parser's class, Parser"),
+    "cli.py:build_parser: argument: sub.add_parser(..., argument_default=argparse.SUPPRESS) -> without "
+    "argument_default #2": (EQ, "eval_command reads every optional flag with getattr(args, name, None): an absent "
+                                 "flag and a None default give the same None"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('device')) -> without type": (
+        EQ, "eval's usable_device runs the same get_device check on the text: the same one-line error before any "
+            "work"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('data_dir')) -> without type": (
+        NW, "an empty --data-dir for eval is taken as not given (the run's folder) instead of refused"),
+    "cli.py:build_parser: argument: p.add_argument(..., help=\"a run's last.npz\") -> without help": (
+        NW, "the checkpoint argument's line in eval --help"),
+    "experiment.py:number.check: compare: value > high -> value >= high": (
+        EQ, "momentum, the one number with an upper bound, has it open: its end is refused either way"),
+    "experiment.py:_cifar10_test_split: constant: 0 -> 1": (
+        EQ, "the training split of eval's and export's data set holds one image instead of none: they read only "
+            "the test split, and the channels from either"),
+    "experiment.py:_cifar10_test_split: constant: 0 -> 1 #2": (EQ, "the same, for the training labels"),
     "train.py:plot_history: argument: fig.subplots_adjust(..., wspace=0.25) -> without wspace": (
         NW, "matplotlib's gap of 0.2 axis widths between the panels instead of 0.25: the accuracy panel's labels "
             "still clear the loss panel (by 22 instead of 39 pixels, measured); looks only"),

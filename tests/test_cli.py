@@ -530,6 +530,74 @@ def test_each_range_takes_its_ends_and_numbers_refuse_bools_and_words():
         for bad in (True, "fast"):
             with pytest.raises(experiment.ConfigError, match=f"^{flag} must be a number .*, got {bad!r}$"):
                 make_config(**{key: bad})
+    assert make_config(**folder, dataset_args={"workers": 0})["dataset_args"] == {"workers": 0}
+    refused = [(dict(**folder, dataset_args={"workers": 65}), "--workers must be an integer in 0..64, got 65"),
+               (dict(dataset="cifar10-dvs", dataset_args={"size": 129}), "--dvs-size must be an integer in 1..128"),
+               (dict(dataset="cifar10-dvs", dataset_args={"size": 0}), "--dvs-size must be an integer in 1..128"),
+               (dict(model="resnet_small", model_args={"strides": [0]}), "--strides must be an integer >= 1, got 0"),
+               (dict(model="resnet_small", model_args={"blocks": "11"}), "--blocks must be a non-empty list"),
+               (dict(model="resnet_small", model_args={"blocks": []}), "--blocks must be a non-empty list"),
+               (dict(augment="no"), "--no-augment must be True or False, got 'no'"),
+               (dict(out=""), "--out must be a non-empty string, got ''"),
+               (dict(out=3), "--out must be a non-empty string, got 3"),
+               (dict(model="plain", model_args={"widht": 4}), r"unknown model options \['widht'\]; the models take "
+                                                               "blocks, depth, norm, strides, width")]
+    for given, says in refused:
+        with pytest.raises(experiment.ConfigError, match=says):
+            make_config(**given)
+
+
+def test_a_resumed_run_keeps_the_model_options_it_is_not_given():
+    saved = make_config(model="resnet_small", model_args={"width": 4, "blocks": [1, 1]})
+    assert experiment.resumed_config(saved, {"model_args": {"width": 4}})["model_args"] == {"width": 4,
+                                                                                           "blocks": [1, 1]}
+
+
+def test_a_saved_device_that_works_is_kept_and_one_asked_for_that_does_not_is_refused_as_is(monkeypatch):
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    monkeypatch.setattr(experiment, "xp_for", lambda device: np)  # as on a machine whose GPUs work
+    assert experiment.usable_device(None, "cuda:1") == "cuda:1"
+
+    def no_gpu(device):
+        if device != "cpu":
+            raise DeviceError("CuPy is needed for the GPU but could not be imported. More words.")
+        return np
+
+    monkeypatch.setattr(experiment, "xp_for", no_gpu)
+    with pytest.raises(DeviceError, match=r"^CuPy is needed for the GPU but could not be imported\. More words\.$"):
+        experiment.usable_device("cuda", "cpu")  # asked for: its own error, not the saved run's
+
+
+def test_event_data_get_the_runs_timesteps_and_come_to_the_model_time_major(monkeypatch):
+    from minisnn.data import DatasetError
+    asked = {}
+
+    def get_dataset(name, **options):
+        asked.update(options)
+        raise DatasetError("recorded")
+
+    monkeypatch.setattr(experiment, "get_dataset", get_dataset)
+    with pytest.raises(DatasetError):
+        load_data(make_config(dataset="cifar10-dvs", data_dir="dvs", T=3))
+    assert asked["T"] == 3  # frames per recording = the model's timesteps
+    frames = np.arange(2 * 3 * 2 * 4 * 4, dtype=np.float32).reshape(2, 3, 2, 4, 4)  # [N, T, C, H, W]
+    x = experiment.model_input(frames, np)
+    assert x.shape == (3, 2, 2, 4, 4) and all(np.array_equal(x[t, n], frames[n, t]) for t in range(3) for n in range(2))
+    images = frames[:, 0]
+    assert np.array_equal(experiment.model_input(images, np), images)
+
+
+def test_the_model_takes_the_data_sets_classes_and_channels_and_the_runs_timesteps_and_seed():
+    from minisnn.data.loader import Dataset
+    data = Dataset("three", np.zeros((1, 2, 8, 8), np.uint8), np.zeros(1, np.int64), np.zeros((1, 2, 8, 8), np.uint8),
+                   np.zeros(1, np.int64), ("a", "b", "c"), (0.5, 0.5), (0.2, 0.2))
+    config = make_config(model="resnet_small", model_args={"width": 4, "blocks": [1]}, T=3, seed=5)
+    model = model_for(config, data)
+    assert model.T == 3 and model(Tensor(np.zeros((2, 2, 8, 8), np.float32))).shape == (2, 3)
+    again, other = model_for(config, data), model_for(dict(config, seed=6), data)
+    first = {name: p.data for name, p in model.named_parameters()}
+    assert all(np.array_equal(first[name], p.data) for name, p in again.named_parameters())
+    assert not all(np.array_equal(first[name], p.data) for name, p in other.named_parameters())
 
 
 def test_train_help_shows_the_choices_of_every_flag_that_takes_one_of_a_few(capsys):
@@ -540,3 +608,20 @@ def test_train_help_shows_the_choices_of_every_flag_that_takes_one_of_a_few(caps
     for choices in (experiment.MODELS, NORMS, experiment.DATASETS, experiment.OPTIMIZERS, experiment.DVS_SPLITS,
                     SPLIT_RULES, RESIZE_MODES):
         assert "{" + ",".join(choices) + "}" in shown, choices
+
+
+def test_minisnn_names_itself_describes_itself_and_needs_a_command(capsys):
+    assert cli.main(["--help"]) == 0 and "Train and inspect spiking networks" in capsys.readouterr().out
+    code, _, err = minisnn(capsys, "train", "--lr", "-1")
+    assert code == 2 and err.startswith("error: minisnn train: argument --lr: must be a number > 0")
+    code, _, err = minisnn(capsys)
+    assert code == 2 and err.startswith("error: minisnn: the following arguments are required: command")
+
+
+def test_every_export_flag_reaches_the_export(monkeypatch, capsys):
+    from minisnn import nir_export
+    seen = {}
+    monkeypatch.setattr(nir_export, "export_checkpoint", lambda *args, **options: seen.update(options, args=args))
+    assert cli.main(["export", "run/last.npz", "net.nir", "--dt", "0.001", "--data-dir", "data",
+                     "--input-gain", "weights"]) == 0
+    assert seen == {"args": ("run/last.npz", "net.nir"), "dt": 0.001, "data_dir": "data", "input_gain": "weights"}
