@@ -625,3 +625,19 @@ def test_every_export_flag_reaches_the_export(monkeypatch, capsys):
     assert cli.main(["export", "run/last.npz", "net.nir", "--dt", "0.001", "--data-dir", "data",
                      "--input-gain", "weights"]) == 0
     assert seen == {"args": ("run/last.npz", "net.nir"), "dt": 0.001, "data_dir": "data", "input_gain": "weights"}
+    assert cli.main(["export", "run/last.npz", "net.nir"]) == 0
+    assert (seen["dt"], seen["data_dir"], seen["input_gain"]) == (1e-4, None, "r")  # the defaults --help gives
+    for bad in (["--dt", "0"], ["--input-gain", "w"]):
+        code, _, err = minisnn(capsys, "export", "run/last.npz", "net.nir", *bad)
+        assert code == 2 and bad[0] in err
+
+
+def test_a_file_error_is_one_line_naming_the_file_and_what_to_check(tmp_path, capsys, monkeypatch):
+    assert cli.one_line(FileNotFoundError(2, "No such file or directory", "/data/x")) == (
+        "cannot access /data/x: No such file or directory; check the path, its permissions and the free disk space")
+    assert cli.one_line(OSError(28, "No space left on device")) == (
+        "a file operation failed: No space left on device; check the path, its permissions and the free disk space")
+    aborted = []
+    monkeypatch.setattr(cli, "abort_other_ranks", aborted.append)  # [dist] the other ranks must not wait for this one
+    code, _, _ = minisnn(capsys, "train", "--resume", "--out", tmp_path / "no run")
+    assert code == 2 and aborted == [2]
