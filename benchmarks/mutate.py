@@ -640,9 +640,119 @@ EXPLAINED = {
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),
     # train
-    "train.py:Trainer.train_epoch: constant: True -> False": (
-        NW, "tqdm(..., dynamic_ncols=False): the bar keeps the terminal's width from the start instead of "
-            "following a resize; looks only, and tests write to no terminal"),
+    "train.py:Trainer.__init__: constant: 0 -> 1": (
+        EQ, "version_of(SGD, params[1].data): the optimizer's version (fused kernels on a GPU) is chosen by the array "
+            "module of another parameter; every parameter lives on the config's one device"),
+    "train.py:Trainer.__init__: constant: 0 -> 1 #2": (EQ, "the same for Adam"),
+    "train.py:Trainer.load: argument: changed_keys(saved, self.config) -> the two swapped": (
+        EQ, "changed_keys compares the two configs key by key with !=, which is symmetric; both are checked configs "
+            "holding every key of DEFAULTS"),
+    "evaluate.py:evaluate_checkpoint: statement: out.mkdir(parents=True, exist_ok=True) -> pass": (
+        EQ, "every file eval writes there goes through atomic_write, which makes its folder, parents included"),
+    "experiment.py:<module>: constant: 256 -> 257": (
+        NW, "the default --eval-batch-size: evaluation in eval mode scores every image alone (running statistics), "
+            "so 257 gives the same figures, with other memory and speed"),
+    "experiment.py:<module>: constant: 0 -> 1 #2": (
+        NW, "the default --seed: 1 is as fixed and reproducible as 0; no result is documented for a seed not given"),
+    "cli.py:as_type: statement: parse.__name__ = name -> pass": (
+        EQ, "argparse names a type only when it raises ValueError or TypeError; parse turns every ValueError of a "
+            "check into ArgumentTypeError, whose own text is shown, and the checks raise nothing else on text"),
+    "experiment.py:integer.check: statement: raise ValueError(f'must be an integer {where}, got {value!r}') "
+    "from... -> pass": (
+        EQ, "text that int() refuses stays text, and the next check raises the same message for it (neither an int "
+            "nor an __index__)"),
+    "experiment.py:number: constant: False -> True #2": (
+        EQ, "the default of high_open: read only with an upper bound, and momentum, the one number with one, passes "
+            "high_open=True"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('T')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('depth')) -> without type": (
+        EQ, "the same check in make_config turns the text into the same int (see --model)"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_raster(..., title='spikes of every spiking la...) -> without "
+    "title": (NW, "the raster picture's title"),
+    "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
+    "title": (NW, "the membrane picture's title"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('dataset')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('split_by')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('split_rule')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('resize')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('image_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('workers')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('limit_train')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('limit_test')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('epochs')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('batch_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('eval_batch_size')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('optimizer')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('lr')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('momentum')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('warmup_epochs')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('seed')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('out')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., type=checked('device')) -> without type": (
+        EQ, "the same check in make_config (see --model)"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='data_dir') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='image_size') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_test') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='batch_size') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='min_lr') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='weight_decay') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:add_train_args: argument: g.add_argument(..., dest='sync_norm') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: p.add_argument(..., dest='data_dir') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: p.add_argument(..., dest='limit_test') -> without dest": (
+        EQ, "argparse derives the same dest from the flag"),
+    "cli.py:build_parser: argument: parser.add_subparsers(..., parser_class=Parser) -> without parser_class": (
+        EQ, "add_subparsers' parser_class defaults to the parent parser's class, Parser"),
+    "cli.py:build_parser: argument: sub.add_parser(..., argument_default=argparse.SUPPRESS) -> without "
+    "argument_default #2": (EQ, "eval_command reads every optional flag with getattr(args, name, None): an absent "
+                                 "flag and a None default give the same None"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('device')) -> without type": (
+        EQ, "eval's usable_device runs the same get_device check on the text: the same one-line error before any "
+            "work"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('data_dir')) -> without type": (
+        NW, "an empty --data-dir for eval is taken as not given (the run's folder) instead of refused"),
+    "cli.py:build_parser: argument: p.add_argument(..., help=\"a run's last.npz\") -> without help": (
+        NW, "the checkpoint argument's line in eval --help"),
+    "cli.py:build_parser: argument: p.add_argument(..., help='the .nir file to write') -> without help": (
+        NW, "the output argument's line in export --help"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('eval_batch_size')) -> without type": (
+        NW, "eval --eval-batch-size left as text: a bad value fails later, in the loader, with its own one-line error"),
+    "cli.py:build_parser: argument: p.add_argument(..., type=checked('out')) -> without type": (
+        NW, "an empty eval --out is taken as the current folder instead of refused"),
+    "cli.py:main: statement: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) -> pass": (
+        NW, "as for the swapped dup2 below: on CPython 3.11 nothing is left buffered after the failed write, so the "
+            "exit is as quiet without the redirect"),
+    "experiment.py:number.check: compare: value > high -> value >= high": (
+        EQ, "momentum, the one number with an upper bound, has it open: its end is refused either way"),
+    "experiment.py:_cifar10_test_split: constant: 0 -> 1": (
+        EQ, "the training split of eval's and export's data set holds one image instead of none: they read only "
+            "the test split, and the channels from either"),
+    "experiment.py:_cifar10_test_split: constant: 0 -> 1 #2": (EQ, "the same, for the training labels"),
     # data
     "cifar10_dvs.py:_header_end: constant: 0 -> 1": (
         EQ, "first_end >= 1 instead of >= 0: the data begin with the '#!AER-DAT' magic (checked just before), so "
@@ -729,8 +839,6 @@ EXPLAINED = {
         EQ, "the same check in make_config takes the same text (see --model)"),
     "cli.py:add_train_args: argument: g.add_argument(..., dest='limit_train') -> without dest": (
         EQ, "argparse derives the same dest from --limit-train"),
-    "cli.py:add_train_args: argument: g.add_argument(..., metavar='{' + ','.join(RESIZE_MODES...) -> without metavar": (
-        NW, "--help shows the value as RESIZE instead of {sum,bilinear}; the help text names both modes"),
     "cli.py:add_train_args: argument: g.add_argument('-T', '--timesteps') -> the two swapped": (
         NW, "dest is given; only the order in which --help and argparse's messages list -T and --timesteps"),
     "imagefolder.py:list_split: argument: np.array(..., dtype=object) -> without dtype": (

@@ -2,6 +2,7 @@
 nowhere else, refusals of every bad value before any work, non-finite and broken checkpoints explained, and
 never a traceback. Every error is one line, ``error: ...``, exit 2."""
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ import pytest
 from minisnn import __version__, backend, cli, experiment
 from minisnn.backend import DeviceError
 from minisnn.checkpoint import load_checkpoint, save_checkpoint
+from minisnn.core import Tensor, no_grad
 from minisnn.experiment import DEFAULTS, make_config, model_for, load_data
+from minisnn.monitor import Recorder
 
 pytest.importorskip("sklearn", reason="the digits data set needs scikit-learn: pip install -e '.[digits]'")
 
@@ -56,13 +59,39 @@ def run(finished_run, tmp_path):
     return shutil.copytree(finished_run, tmp_path / "run")
 
 
-def test_train_then_eval_writes_into_its_own_folder(run, capsys):
+def test_train_then_eval_writes_into_its_own_folder(run, capsys, monkeypatch):
+    from minisnn import evaluate
+    returned, real_evaluate_checkpoint = [], evaluate.evaluate_checkpoint
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *args, **kwargs: returned.append(
+        real_evaluate_checkpoint(*args, **kwargs)) or returned[-1])
     before = snapshot(run)
-    code, out, _ = minisnn(capsys, "eval", run / "last.npz")
-    assert code == 0 and "accuracy" in out and "SOPs" in out and "16 images" in out
-    assert {p.name for p in (run / "eval").iterdir()} == {"layers.json", "raster.png", "firing_rates.png",
-                                                          "membrane.png"}
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "32")
+    assert code == 0 and "accuracy" in out and "SOPs" in out and "32 images" in out
+    written = [run / "eval" / name for name in ("layers.json", "raster.png", "firing_rates.png", "membrane.png")]
+    assert sorted((run / "eval").iterdir()) == sorted(written)
+    assert out.splitlines()[-1] == f"written: {', '.join(map(str, written))}"
     assert {k: v for k, v in snapshot(run).items() if k.parts[0] != "eval"} == before
+    # the table is the network as it runs at inference: the first 16 test images through the saved model in
+    # eval mode (tdBN's running statistics); the totals come as one JSON line a script can read
+    rows = json.loads((run / "eval" / "layers.json").read_text())
+    (accuracy, table), = returned  # what evaluate_checkpoint gives a script: the accuracy and the table
+    assert f"accuracy {accuracy:.4f} on 32 images" in out and json.loads(json.dumps(table)) == rows
+    state = load_checkpoint(run / "last.npz")
+    config = experiment.saved_config(state["meta"]["config"])
+    data = load_data(dict(config, limit_train=0, limit_test=32))
+    model = model_for(config, data)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with no_grad(), Recorder(model) as recorder:
+        model(Tensor(next(data.loader("test", 16).batches())[0]))
+    rates = [row["firing_rate"] for row in rows if row["kind"] == "LIF"]
+    assert rates and rates == pytest.approx(
+        [row["firing_rate"] for row in recorder.layer_table() if row["kind"] == "LIF"], rel=1e-12)
+    (line,) = [line for line in out.splitlines() if line.startswith("{")]
+    totals = json.loads(line)
+    synapses = [row for row in rows if row["kind"] == "synapses"]
+    assert totals and totals == {key: round(sum(row[key] for row in synapses), 3) for key in totals}
+    assert totals["sops"] > 0 and totals["ann_macs"] > 0
 
 
 def test_resume_trains_the_folder_it_is_given_wherever_it_was_moved(run, tmp_path, capsys, monkeypatch):
@@ -107,25 +136,36 @@ def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-INVALID = [  # (flags, what the one-line error must say)
-    (["--lr", "-1"], "--lr"), (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "abc"], "--lr"),
-    (["--weight-decay", "-1"], "--weight-decay"), (["--momentum", "1.5"], "--momentum"),
-    (["--momentum", "1"], "--momentum"), (["--warmup-epochs", "-1"], "--warmup-epochs"),
-    (["--blocks", "0"], "--blocks"), (["--limit-train", "-1"], "--limit-train"),
-    (["--limit-train", "0"], "--limit-train"), (["--limit-test", "0"], "--limit-test"), (["--width", "0"], "--width"),
-    (["-T", "0"], "-T"), (["--batch-size", "0"], "--batch-size"), (["--eval-batch-size", "0"], "--eval-batch-size"),
-    (["--epochs", "0"], "--epochs"), (["--seed", "-1"], "--seed"), (["--min-lr", "-1"], "--min-lr"),
-    (["--model", "nope"], "--model"), (["--dataset", "nope"], "--dataset"), (["--device", "tpu"], "--device"),
-    (["--dvs-size", "200"], "--dvs-size"),
-    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs"), (["--min-lr", "1"], "--min-lr"),
-    (["--strides", "1", "2", "2"], "--strides"),
+INVALID = [  # (flags, what the one-line error must say: the flag and why)
+    (["--lr", "-1"], ("--lr", "must be a number > 0, got -1")), (["--lr", "0"], ("--lr", "must be a number > 0, got 0")),
+    (["--lr", "nan"], ("--lr", "must be a number > 0, got nan")),
+    (["--lr", "abc"], ("--lr", "must be a number > 0, got 'abc'")),
+    (["--weight-decay", "-1"], ("--weight-decay", "must be a number >= 0, got -1")),
+    (["--optimizer", "sgd", "--momentum", "1.5"], ("--momentum", "must be a number in [0, 1), got 1.5")),
+    (["--optimizer", "sgd", "--momentum", "1"], ("--momentum", "must be a number in [0, 1), got 1")),
+    (["--warmup-epochs", "-1"], ("--warmup-epochs", "must be an integer >= 0, got -1")),
+    (["--blocks", "0"], ("--blocks", "must be an integer >= 1, got 0")),
+    (["--limit-train", "-1"], ("--limit-train", "must be an integer >= 1, got -1")),
+    (["--limit-train", "0"], ("--limit-train", "must be an integer >= 1, got 0")),
+    (["--limit-test", "0"], ("--limit-test", "must be an integer >= 1, got 0")),
+    (["--width", "0"], ("--width", "must be an integer >= 1, got 0")), (["-T", "0"], ("-T", "must be an integer >= 1")),
+    (["--batch-size", "0"], ("--batch-size", "must be an integer >= 1, got 0")),
+    (["--eval-batch-size", "0"], ("--eval-batch-size", "must be an integer >= 1, got 0")),
+    (["--epochs", "0"], ("--epochs", "must be an integer >= 1, got 0")),
+    (["--seed", "-1"], ("--seed", "must be an integer >= 0, got -1")),
+    (["--min-lr", "-1"], ("--min-lr", "must be a number >= 0, got -1")),
+    (["--model", "nope"], ("--model", "must be one of resnet19,")), (["--dataset", "nope"], ("--dataset", "must be one of")),
+    (["--device", "tpu"], "--device"), (["--dvs-size", "200"], ("--dvs-size", "must be an integer in 1..128, got 200")),
+    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs (2) must be less than --epochs (2)"),
+    (["--min-lr", "1"], "--min-lr (1) must not exceed --lr (0.01)"),
+    (["--strides", "1", "2", "2"], "--strides gives 3 strides for 2 stages"),
     # flags that do not apply to the chosen model, optimizer or data set
     (["--depth", "3"], "--depth applies to --model plain, not resnet_small"),
     (["--norm", "bn"], "--norm applies to --model plain"),
     (["--model", "resnet19"], "--width applies to --model resnet_small or plain, not resnet19"),
     (["--momentum", "0.5"], "--momentum applies to --optimizer sgd"),
     (["--dvs-size", "32"], "--dvs-size applies to --dataset cifar10-dvs, not digits"),
-    (["--download"], "--download"),
+    (["--download"], "--download applies to --dataset cifar10, not digits"),
 ]
 
 
@@ -191,7 +231,7 @@ def test_every_invalid_value_is_refused_before_any_work(tmp_path, capsys, monkey
 
     monkeypatch.setattr(experiment, "get_dataset", no_data)
     code, _, err = minisnn(capsys, "train", *TINY, *flags, "--out", tmp_path / "run")
-    assert code == 2 and says in err
+    assert code == 2 and all(part in err for part in ((says,) if isinstance(says, str) else says)), err
     assert not (tmp_path / "run").exists()
 
 
@@ -293,8 +333,11 @@ def test_eval_needs_only_the_test_batch(cifar_sample, tmp_path, capsys):
                          data_dir=str(data_dir.parent), limit_test=16, eval_batch_size=16, out=str(tmp_path))
     model = model_for(config, load_data(dict(config, limit_train=0)))
     save_checkpoint(tmp_path / "last.npz", {"config": config}, model=model.state_dict())
+    (tmp_path / "eval").mkdir()  # from an earlier eval: written into again, the user's own files left alone
+    (tmp_path / "eval" / "notes.txt").write_text("mine")
     code, out, _ = minisnn(capsys, "eval", tmp_path / "last.npz")
     assert code == 0 and "on 16 images" in out
+    assert (tmp_path / "eval" / "notes.txt").read_text() == "mine" and (tmp_path / "eval" / "layers.json").exists()
 
 
 def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypatch):
@@ -396,8 +439,9 @@ def test_a_resumed_or_evaluated_run_goes_where_minisnn_device_says(run, capsys, 
 
 
 def test_eval_scores_as_many_test_images_as_limit_test_says(run, capsys):
-    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "8")
-    assert code == 0 and "on 8 images" in out
+    nested = run / "scores" / "first 8"  # a new --out, its parent folder new too
+    code, out, _ = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "8", "--out", nested)
+    assert code == 0 and "on 8 images" in out and (nested / "layers.json").exists()
     code, _, err = minisnn(capsys, "eval", run / "last.npz", "--limit-test", "0")
     assert code == 2 and "--limit-test" in err
 
@@ -435,3 +479,165 @@ def test_every_command_has_a_line_of_help():
     commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
     helped = {choice.dest: choice.help for choice in commands._choices_actions}
     assert set(helped) == set(commands.choices) and all(helped.values()), helped
+
+
+
+def test_a_run_whose_config_is_no_longer_valid_is_refused_saying_so(run, capsys):
+    spoil(run / "last.npz", model="resnet_gone")  # e.g. a model a later version renamed
+    for command in (["eval", run / "last.npz"], ["train", "--resume", "--out", run, "--epochs", "2"]):
+        code, _, err = minisnn(capsys, *command)
+        assert code == 2 and "last.npz: its config is not valid today: --model must be one of" in err, err
+
+
+def test_eval_reads_the_data_where_data_dir_says_never_downloads_and_takes_its_batch_size(run, tmp_path, capsys,
+                                                                                         monkeypatch):
+    from minisnn import evaluate
+    from minisnn.data import DatasetError
+    spoil(run / "last.npz", dataset="cifar10", download=True)  # a CIFAR-10 run that downloaded its data
+    asked = []
+
+    def load_data(config):  # record where and how eval reads the data, then stop it
+        asked.append((config["data_dir"], config["download"], config["eval_batch_size"]))
+        raise DatasetError("recorded")
+
+    monkeypatch.setattr(evaluate, "load_data", load_data)
+    minisnn(capsys, "eval", run / "last.npz", "--data-dir", tmp_path / "moved", "--eval-batch-size", "8",
+            "--out", tmp_path)  # an existing folder is a fine --out
+    minisnn(capsys, "eval", run / "last.npz")
+    assert asked == [(str(tmp_path / "moved"), False, 8), (None, False, DEFAULTS["eval_batch_size"])]
+    (tmp_path / "a_file").write_text("mine")
+    code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file")
+    assert code == 2 and "is a file, not a folder" in err and len(asked) == 2
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_its_model_says_so(run, capsys):
+    state = load_checkpoint(run / "last.npz")
+    state["model"]["stem.0.conv.weight"] = state["model"]["stem.0.conv.weight"][:2]
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"], sched=state["sched"])
+    code, _, err = minisnn(capsys, "eval", run / "last.npz")
+    assert code == 2 and "last.npz does not fit the model its config describes" in err
+
+def test_each_range_takes_its_ends_and_numbers_refuse_bools_and_words():
+    folder = {"dataset": "imagefolder", "data_dir": "images"}
+    ends = {"image_size": 4096, "workers": 64}
+    assert make_config(**folder, dataset_args=ends)["dataset_args"] == ends
+    assert make_config(dataset="cifar10-dvs", dataset_args={"size": 128})["dataset_args"] == {"size": 128}
+    config = make_config(momentum=0, weight_decay=0, lr=0.1, min_lr=0.1)
+    assert (config["momentum"], config["weight_decay"], config["min_lr"]) == (0.0, 0.0, 0.1)
+    for key, flag in (("lr", "--lr"), ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
+                      ("min_lr", "--min-lr")):
+        for bad in (True, "fast"):
+            with pytest.raises(experiment.ConfigError, match=f"^{flag} must be a number .*, got {bad!r}$"):
+                make_config(**{key: bad})
+    assert make_config(**folder, dataset_args={"workers": 0})["dataset_args"] == {"workers": 0}
+    refused = [(dict(**folder, dataset_args={"workers": 65}), "--workers must be an integer in 0..64, got 65"),
+               (dict(dataset="cifar10-dvs", dataset_args={"size": 129}), "--dvs-size must be an integer in 1..128"),
+               (dict(dataset="cifar10-dvs", dataset_args={"size": 0}), "--dvs-size must be an integer in 1..128"),
+               (dict(model="resnet_small", model_args={"strides": [0]}), "--strides must be an integer >= 1, got 0"),
+               (dict(model="resnet_small", model_args={"blocks": "11"}), "--blocks must be a non-empty list"),
+               (dict(model="resnet_small", model_args={"blocks": []}), "--blocks must be a non-empty list"),
+               (dict(augment="no"), "--no-augment must be True or False, got 'no'"),
+               (dict(out=""), "--out must be a non-empty string, got ''"),
+               (dict(out=3), "--out must be a non-empty string, got 3"),
+               (dict(model="plain", model_args={"widht": 4}), r"unknown model options \['widht'\]; the models take "
+                                                               "blocks, depth, norm, strides, width")]
+    for given, says in refused:
+        with pytest.raises(experiment.ConfigError, match=says):
+            make_config(**given)
+
+
+def test_a_resumed_run_keeps_the_model_options_it_is_not_given():
+    saved = make_config(model="resnet_small", model_args={"width": 4, "blocks": [1, 1]})
+    assert experiment.resumed_config(saved, {"model_args": {"width": 4}})["model_args"] == {"width": 4,
+                                                                                           "blocks": [1, 1]}
+
+
+def test_a_saved_device_that_works_is_kept_and_one_asked_for_that_does_not_is_refused_as_is(monkeypatch):
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    monkeypatch.setattr(experiment, "xp_for", lambda device: np)  # as on a machine whose GPUs work
+    assert experiment.usable_device(None, "cuda:1") == "cuda:1"
+
+    def no_gpu(device):
+        if device != "cpu":
+            raise DeviceError("CuPy is needed for the GPU but could not be imported. More words.")
+        return np
+
+    monkeypatch.setattr(experiment, "xp_for", no_gpu)
+    with pytest.raises(DeviceError, match=r"^CuPy is needed for the GPU but could not be imported\. More words\.$"):
+        experiment.usable_device("cuda", "cpu")  # asked for: its own error, not the saved run's
+
+
+def test_event_data_get_the_runs_timesteps_and_come_to_the_model_time_major(monkeypatch):
+    from minisnn.data import DatasetError
+    asked = {}
+
+    def get_dataset(name, **options):
+        asked.update(options)
+        raise DatasetError("recorded")
+
+    monkeypatch.setattr(experiment, "get_dataset", get_dataset)
+    with pytest.raises(DatasetError):
+        load_data(make_config(dataset="cifar10-dvs", data_dir="dvs", T=3))
+    assert asked["T"] == 3  # frames per recording = the model's timesteps
+    frames = np.arange(2 * 3 * 2 * 4 * 4, dtype=np.float32).reshape(2, 3, 2, 4, 4)  # [N, T, C, H, W]
+    x = experiment.model_input(frames, np)
+    assert x.shape == (3, 2, 2, 4, 4) and all(np.array_equal(x[t, n], frames[n, t]) for t in range(3) for n in range(2))
+    images = frames[:, 0]
+    assert np.array_equal(experiment.model_input(images, np), images)
+
+
+def test_the_model_takes_the_data_sets_classes_and_channels_and_the_runs_timesteps_and_seed():
+    from minisnn.data.loader import Dataset
+    data = Dataset("three", np.zeros((1, 2, 8, 8), np.uint8), np.zeros(1, np.int64), np.zeros((1, 2, 8, 8), np.uint8),
+                   np.zeros(1, np.int64), ("a", "b", "c"), (0.5, 0.5), (0.2, 0.2))
+    config = make_config(model="resnet_small", model_args={"width": 4, "blocks": [1]}, T=3, seed=5)
+    model = model_for(config, data)
+    assert model.T == 3 and model(Tensor(np.zeros((2, 2, 8, 8), np.float32))).shape == (2, 3)
+    again, other = model_for(config, data), model_for(dict(config, seed=6), data)
+    first = {name: p.data for name, p in model.named_parameters()}
+    assert all(np.array_equal(first[name], p.data) for name, p in again.named_parameters())
+    assert not all(np.array_equal(first[name], p.data) for name, p in other.named_parameters())
+
+
+def test_train_help_shows_the_choices_of_every_flag_that_takes_one_of_a_few(capsys):
+    from minisnn.data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
+    from minisnn.models.plain import NORMS
+    assert cli.main(["train", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for choices in (experiment.MODELS, NORMS, experiment.DATASETS, experiment.OPTIMIZERS, experiment.DVS_SPLITS,
+                    SPLIT_RULES, RESIZE_MODES):
+        assert "{" + ",".join(choices) + "}" in shown, choices
+
+
+def test_minisnn_names_itself_describes_itself_and_needs_a_command(capsys):
+    assert cli.main(["--help"]) == 0 and "Train and inspect spiking networks" in capsys.readouterr().out
+    code, _, err = minisnn(capsys, "train", "--lr", "-1")
+    assert code == 2 and err.startswith("error: minisnn train: argument --lr: must be a number > 0")
+    code, _, err = minisnn(capsys)
+    assert code == 2 and err.startswith("error: minisnn: the following arguments are required: command")
+
+
+def test_every_export_flag_reaches_the_export(monkeypatch, capsys):
+    from minisnn import nir_export
+    seen = {}
+    monkeypatch.setattr(nir_export, "export_checkpoint", lambda *args, **options: seen.update(options, args=args))
+    assert cli.main(["export", "run/last.npz", "net.nir", "--dt", "0.001", "--data-dir", "data",
+                     "--input-gain", "weights"]) == 0
+    assert seen == {"args": ("run/last.npz", "net.nir"), "dt": 0.001, "data_dir": "data", "input_gain": "weights"}
+    assert cli.main(["export", "run/last.npz", "net.nir"]) == 0
+    assert (seen["dt"], seen["data_dir"], seen["input_gain"]) == (1e-4, None, "r")  # the defaults --help gives
+    for bad in (["--dt", "0"], ["--input-gain", "w"]):
+        code, _, err = minisnn(capsys, "export", "run/last.npz", "net.nir", *bad)
+        assert code == 2 and bad[0] in err
+
+
+def test_a_file_error_is_one_line_naming_the_file_and_what_to_check(tmp_path, capsys, monkeypatch):
+    assert cli.one_line(FileNotFoundError(2, "No such file or directory", "/data/x")) == (
+        "cannot access /data/x: No such file or directory; check the path, its permissions and the free disk space")
+    assert cli.one_line(OSError(28, "No space left on device")) == (
+        "a file operation failed: No space left on device; check the path, its permissions and the free disk space")
+    aborted = []
+    monkeypatch.setattr(cli, "abort_other_ranks", aborted.append)  # [dist] the other ranks must not wait for this one
+    code, _, _ = minisnn(capsys, "train", "--resume", "--out", tmp_path / "no run")
+    assert code == 2 and aborted == [2]

@@ -16,6 +16,7 @@ import pytest
 
 from minisnn import train as train_module
 from minisnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minisnn.core import Config
 from minisnn.data import crop_and_flip
 from minisnn.evaluate import evaluate
 from minisnn.experiment import make_config
@@ -243,6 +244,8 @@ def test_the_progress_bar_counts_the_steps_and_shows_the_running_figures(cifar_s
     (bar,) = RecordingBar.made
     assert bar.settings["total"] == 3 and bar.settings["initial"] == 1 and bar.n == 3
     assert bar.settings["desc"] == "epoch 1/2" and not bar.settings["disable"]
+    # the finished bar goes away (the epoch's line of figures takes its place), and it follows a resized terminal
+    assert bar.settings.get("leave") is False and bar.settings.get("dynamic_ncols") is True
     assert len(bar.postfixes) == 2 and bar.postfixes[-1] == {
         "loss": f"{loss:.3f}", "acc": f"{accuracy:.3f}", "rate": f"{rate:.3f}", "img_s": f"{32 / seconds:.0f}"}
     history = trainer.fit()  # the second epoch, with its line of figures
@@ -287,6 +290,18 @@ def test_the_curves_show_loss_and_accuracy_per_epoch_for_train_and_test(tmp_path
     for axes in figure.axes:  # both panels inside the picture
         box = axes.get_position()
         assert 0 < box.x0 < box.x1 < 1 and 0 < box.y0 < box.y1 < 1
+    # every title, label and tick label is whole, none reaches into the other panel, the picture has no wide empty
+    # margins (its content comes within 5 % of each edge), and the panels themselves take 3/4 of its width
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(figure).draw()
+    width, height = figure.bbox.width, figure.bbox.height
+    loss_box, accuracy_box = (axes.get_tightbbox(figure.canvas.get_renderer()) for axes in figure.axes)
+    for box in (loss_box, accuracy_box):
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, box
+    assert loss_box.x1 < accuracy_box.x0
+    assert loss_box.x0 < 0.05 * width and accuracy_box.x1 > 0.95 * width, (loss_box, accuracy_box)
+    assert min(loss_box.y0, accuracy_box.y0) < 0.05 * height and max(loss_box.y1, accuracy_box.y1) > 0.95 * height
+    assert sum(axes.get_position().width for axes in figure.axes) >= 0.75
     train_module.plot_history([], tmp_path / "empty.png")  # nothing to draw: no file
     assert not (tmp_path / "empty.png").exists()
 
@@ -494,3 +509,147 @@ def test_a_stop_asked_on_another_rank_stops_this_one_after_the_same_step(cifar_s
     with pytest.raises(KeyboardInterrupt):
         trainer.train_epoch()
     assert trainer.step == 1 and trainer.stop_requested
+
+
+def data_parallel(monkeypatch):
+    """Make every Trainer of this test a rank of the ThreadGroup that runs it; returns ThreadGroup(2).run."""
+    import threading
+
+    from minisnn.dist import DataParallel, ThreadGroup
+    here = threading.local()
+    monkeypatch.setattr(DataParallel, "launch", classmethod(lambda cls, config: cls(here.group)))
+
+    def run(rank_program):
+        def as_rank(group):
+            here.group = group
+            return rank_program(group.rank)
+        try:
+            return ThreadGroup(2).run(as_rank)
+        finally:
+            assert Config.enable_backprop, "the ranks left gradients switched off for every later test"
+    return run
+
+
+def test_a_data_parallel_run_shows_one_progress_bar_and_agrees_on_its_running_statistics(cifar_sample, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(RecordingBar, "made", [])
+    monkeypatch.setattr(RecordingBar, "written", [])
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
+    import threading
+    lock, real_evaluate = threading.Lock(), train_module.evaluate
+
+    def one_rank_at_a_time(*args):  # the ranks share no_grad's switch: two evaluations at once would leave it off
+        with lock:
+            return real_evaluate(*args)
+
+    monkeypatch.setattr(train_module, "evaluate", one_rank_at_a_time)
+
+    def rank_program(rank):
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=32, limit_test=16, epochs=1, progress=True))
+        trainer.fit()
+        return {name: getattr(module, attr).copy() for name, module, attr in trainer.model.named_buffers()}
+
+    rank0, rank1 = data_parallel(monkeypatch)(rank_program)
+    assert [bar.settings["disable"] for bar in RecordingBar.made].count(False) == 1  # rank 0's bar alone
+    assert len(RecordingBar.written) == 1 and RecordingBar.written[0].startswith("epoch 1: train loss")
+    saved = load_checkpoint(tmp_path / "last.npz")["model"]
+    for name in rank0:  # each rank normalised its own rows; evaluation and checkpoint use the mean of both
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+        np.testing.assert_array_equal(saved[name], rank0[name], err_msg=name)
+
+
+def test_ctrl_c_in_a_data_parallel_run_saves_all_ranks_rows_the_epochs_own_seconds_and_agreed_statistics(
+        cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
+
+    def rank_program(rank):
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=32, epochs=1))
+        trainer.stop_requested = True  # Ctrl-C before the first step: every rank stops after it
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        return dict(trainer.sums), {name: getattr(module, attr).copy()
+                                    for name, module, attr in trainer.model.named_buffers()}
+
+    (sums0, buffers0), (sums1, buffers1) = data_parallel(monkeypatch)(rank_program)
+    saved = load_checkpoint(tmp_path / "last.npz")
+    sums = saved["meta"]["sums"]
+    assert saved["meta"]["interrupted"] and (saved["meta"]["epoch"], saved["meta"]["step"]) == (0, 1)
+    assert sums0["seen"] == sums1["seen"] == 8 and sums["seen"] == 16  # each rank's half of the first batch
+    assert sums["correct"] == sums0["correct"] + sums1["correct"]
+    assert 0 < sums["seconds"] == sums0["seconds"]  # the wall time of the epoch so far, not the ranks' times added
+    for name in buffers0:  # the ranks' running statistics, averaged before the save
+        np.testing.assert_array_equal(buffers0[name], buffers1[name], err_msg=name)
+        np.testing.assert_array_equal(saved["model"][name], buffers0[name], err_msg=name)
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_after_the_same_step_saying_so(cifar_sample, tmp_path, monkeypatch):
+    import threading
+    real_loss, calls = train_module.softmax_cross_entropy, []
+
+    def loss_that_explodes_on_rank_1(logits, labels):
+        loss = real_loss(logits, labels)
+        if threading.current_thread().name == "rank-1":
+            calls.append(1)
+            if len(calls) == 2:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_module, "softmax_cross_entropy", loss_that_explodes_on_rank_1)
+
+    def rank_program(rank):
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path))
+        with pytest.raises(TrainingDiverged) as err:
+            trainer.train_epoch()
+        return str(err.value)
+
+    rank0, rank1 = data_parallel(monkeypatch)(rank_program)
+    assert rank0 == rank1 and "at epoch 1, step 2" in rank0 and "the loss became nan" in rank0
+
+
+def test_a_data_parallel_run_whose_last_batch_leaves_a_rank_without_rows_is_refused_before_training(
+        cifar_sample, tmp_path, monkeypatch):
+    from minisnn.dist import DistError
+
+    def rank_program(rank):
+        Trainer(tiny_config(cifar_sample, tmp_path, limit_train=33))  # batches of 16, 16 and 1 rows
+
+    with pytest.raises(DistError, match="a training batch of 1 rows cannot be split over 2 ranks"):
+        data_parallel(monkeypatch)(rank_program)
+
+
+def test_evaluation_scores_the_mean_loss_and_accuracy_over_every_test_image(cifar_sample, tmp_path):
+    from dataclasses import replace
+
+    from minisnn.core import Tensor, no_grad
+    from minisnn.functions.loss import softmax_cross_entropy
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_test=40, eval_batch_size=16))  # 16, 16 and 8 images
+    trainer.train_epoch()
+    images, labels = next(trainer.data.loader("test", 40).batches())
+    trainer.model.eval()
+    with no_grad():  # all 40 at once, by hand
+        logits = trainer.model(Tensor(images))
+        loss = float(softmax_cross_entropy(logits, labels).item())
+        accuracy = float(np.mean(logits.data.argmax(axis=1) == labels))
+    trainer.model.train()
+    assert 0 < accuracy < 1
+    assert evaluate(trainer.model, trainer.test_loader, np) == pytest.approx((loss, accuracy), rel=1e-5)
+    one = replace(trainer.data, test_x=trainer.data.test_x[:1], test_y=trainer.data.test_y[:1])
+    assert evaluate(trainer.model, one.loader("test", 16), np)[1] == float(logits.data[0].argmax() == labels[0])
+    empty = replace(trainer.data, test_x=trainer.data.test_x[:0], test_y=trainer.data.test_y[:0])
+    with pytest.raises(ValueError, match="the loader gave no images to score"):
+        evaluate(trainer.model, empty.loader("test", 16), np)
+
+
+def test_resuming_without_out_continues_the_default_folder_and_writes_only_there(cifar_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    first.mkdir()
+    Trainer(tiny_config(cifar_sample, first, limit_train=16, limit_test=16, epochs=1)).save()  # saved at the start
+    (tmp_path / "runs").mkdir()
+    first.rename(tmp_path / "runs" / "default")  # the run moved to where train() looks by default
+    history = train_module.train(resume=True)
+    assert [row["epoch"] for row in history] == [1] and not first.exists()
+    assert load_checkpoint(tmp_path / "runs" / "default" / "last.npz")["meta"]["config"]["out"] == "runs/default"
+
