@@ -71,7 +71,7 @@ TESTS = {
     "minisnn/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_train.py"],
     "minisnn/train.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/experiment.py": ["tests/test_cli.py", "tests/test_train.py"],
-    "minisnn/evaluate.py": ["tests/test_evaluate.py", "tests/test_train.py", "tests/test_cli.py"],
+    "minisnn/evaluate.py": ["tests/test_train.py", "tests/test_cli.py"],
     "minisnn/cli.py": ["tests/test_cli.py", "tests/test_train.py",
                        "tests/test_bench.py::test_cli_bench_prints_rows_and_a_table"],
     "minisnn/data/cifar10.py": ["tests/test_data.py"],
@@ -864,13 +864,6 @@ EXPLAINED = {
     "checkpoint.py:_open: argument: np.load(..., allow_pickle=False) -> without allow_pickle": (
         EQ, "allow_pickle defaults to False since NumPy 1.16.3 (setup.cfg needs numpy>=1.22); the tests check "
             "that a pickled array is refused"),
-    # evaluate
-    "evaluate.py:evaluate_checkpoint: statement: out.mkdir(parents=True, exist_ok=True) -> pass": (
-        EQ, "every file is written through atomic_write, which makes the folder (parents too) first"),
-    "evaluate.py:evaluate_checkpoint: argument: plot_raster(..., title='spikes of every spiking la...) -> without "
-    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
-    "evaluate.py:evaluate_checkpoint: argument: plot_membrane(..., title='membrane of firing neurons...) -> without "
-    "title": (NW, "a picture's title (the default names the same plot, less precisely)"),
 }
 
 
