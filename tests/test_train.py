@@ -653,3 +653,9 @@ def test_resuming_without_out_continues_the_default_folder_and_writes_only_there
     assert [row["epoch"] for row in history] == [1] and not first.exists()
     assert load_checkpoint(tmp_path / "runs" / "default" / "last.npz")["meta"]["config"]["out"] == "runs/default"
 
+
+
+def test_a_run_shows_its_progress_and_keeps_per_rank_statistics_unless_told_otherwise():
+    # the documented defaults of a config made in Python (the CLI's --no-progress and --sync-norm switch them)
+    config = make_config()
+    assert config["progress"] is True and config["sync_norm"] is False
