@@ -559,7 +559,7 @@ def report(paths, groups):
     latest, totals = {}, {}
     for path in paths:
         data = json.loads(Path(path).read_text())
-        totals.update({g: n for g, n in data["totals"].items() if g not in totals})
+        totals.update({g: n for g, n in data.get("totals", {}).items() if g not in totals})
         latest.update({r["id"]: r for r in data["results"]})
     results = list(latest.values())
     groups = [g for g in groups if g in totals]
