@@ -636,6 +636,8 @@ EXPLAINED = {
             "exact count"),
     "norm.py:SyncBatchNormFunction.forward: argument: xp.maximum(sums[C:2 * C] / n - mean * ..., 0) -> the two "
     "swapped": (EQ, "maximum(a, 0) = maximum(0, a)"),
+    "basic.py:repeat_over_time: statement: x = x if isinstance(x, Tensor) else Tensor(x) -> pass": (
+        EQ, "reshape and broadcast_to take a raw array as well and return the same Tensor"),
     # optim
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),

@@ -207,6 +207,7 @@ def test_reductions_and_joins_have_the_documented_defaults():
     assert F.Sum()(x).shape == () and F.Mean()(x).shape == () and F.Max()(x).shape == ()
     assert F.sum(x, axis=1).shape == (2,) and F.mean(x, axis=0).shape == (3,) and F.max(x, axis=1).shape == (2,)
     assert F.concatenate([x, x]).shape == (4, 3) and F.stack([x, x]).shape == (2, 2, 3)
+    assert F.sum(x, axis=1, keepdims=True).shape == (2, 1) and F.Sum(0, keepdims=True)(x).shape == (1, 3)
     three = Tensor(np.arange(12.0).reshape(3, 4))  # joined: the new axis first, as numpy.stack puts it
     assert F.stack([three, three]).shape == (2, 3, 4) and F.concatenate([three, three]).shape == (6, 4)
 
