@@ -638,6 +638,20 @@ EXPLAINED = {
     "swapped": (EQ, "maximum(a, 0) = maximum(0, a)"),
     "basic.py:repeat_over_time: statement: x = x if isinstance(x, Tensor) else Tensor(x) -> pass": (
         EQ, "reshape and broadcast_to take a raw array as well and return the same Tensor"),
+    "norm.py:SyncBatchNormFunction.__init__: constant: 1.0 -> 0": (
+        EQ, "a default its one caller (batch_norm with a group) always overrides"),
+    "norm.py:SyncBatchNormFunction.__init__: constant: 0.1 -> 1.1": (
+        EQ, "a default its one caller (batch_norm with a group) always overrides"),
+    "norm.py:SyncBatchNormFunction.__init__: constant: 1e-05 -> 1.00001": (
+        EQ, "a default its one caller (batch_norm with a group) always overrides"),
+    "norm.py:BatchNormFunction.forward: argument: xp.asarray(..., dtype=x.dtype) -> without dtype #2": (
+        NW, "only running statistics kept in another dtype than x would promote the output; models keep them in x's"),
+    "norm.py:SyncBatchNormFunction.backward: argument: (gy3 * xn).sum(..., dtype=xp.float64) -> without dtype": (
+        NW, "as for gy3.sum's float64 partial sums: the last bits of dx"),
+    "norm.py:SyncBatchNormFunction.forward: argument: self.group.allreduce_(..., what='the tdBN statistics (sync-...) "
+    "-> without what": (NW, "the words naming the collective in a dead-rank error"),
+    "norm.py:SyncBatchNormFunction.backward: argument: self.group.allreduce_(..., what='the tdBN gradient sums (sy...) "
+    "-> without what": (NW, "the words naming the collective in a dead-rank error"),
     # optim
     "optim.py:CosineSchedule.lr_at: argument: min(1.0, (s - self.warmup_steps) / (...) -> the two swapped": (
         EQ, "min is symmetric"),
