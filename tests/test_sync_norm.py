@@ -189,3 +189,21 @@ def test_a_sync_norm_whose_input_needs_no_gradient_still_gives_its_parameters_th
         assert rank_frozen[0] is None and rank_full[0] is not None
         np.testing.assert_array_equal(rank_frozen[1], rank_full[1])
         np.testing.assert_array_equal(rank_frozen[2], rank_full[2])
+
+
+def test_a_sync_norm_with_frozen_parameters_still_gives_its_input_its_gradient():
+    # e.g. fine-tuning with tdBN's lambda and beta frozen: only dx is asked for, and it is the full one
+    rng = np.random.default_rng(5)
+    x, gy = rng.standard_normal((2, 6, 3, 2, 2)), rng.standard_normal((2, 6, 3, 2, 2))
+
+    def rank_program(group, trained):
+        xk = Tensor(shards(x, 2)[group.rank].copy(), requires_grad=True)
+        w, b = Tensor(np.ones(3), requires_grad=trained), Tensor(np.zeros(3), requires_grad=trained)
+        batch_norm(xk, w, b, None, None, True, group=group).backward(shards(gy, 2)[group.rank])
+        return xk.grad, w.grad
+
+    frozen = ThreadGroup(2).run(lambda group: rank_program(group, False))
+    full = ThreadGroup(2).run(lambda group: rank_program(group, True))
+    for rank_frozen, rank_full in zip(frozen, full):
+        assert rank_frozen[1] is None and rank_frozen[0] is not None
+        np.testing.assert_array_equal(rank_frozen[0], rank_full[0])
