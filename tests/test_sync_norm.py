@@ -5,6 +5,7 @@ statistics of the whole batch, so in float64 forward and backward equal tdBN on 
 hand-written backward, allreduce included, must match finite differences of its forward.
 """
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -172,38 +173,25 @@ def test_float32_tdbn_module_on_two_ranks_matches_the_whole_batch():
         np.testing.assert_allclose(r[3], whole.running_var, rtol=1e-6, atol=1e-7)
 
 
-def test_a_sync_norm_whose_input_needs_no_gradient_still_gives_its_parameters_theirs():
-    # e.g. a frozen stem in front of it: only lambda and beta are asked for
+@pytest.mark.parametrize("frozen", ["input", "parameters"])
+def test_a_sync_norm_gives_what_is_asked_for_exactly_as_when_all_is_asked(frozen):
+    # a frozen stem in front of it (only lambda and beta asked for), or tdBN's lambda and beta frozen in
+    # fine-tuning (only dx): each gradient asked for is the one a full request gives, the others are None
     rng = np.random.default_rng(4)
     x, gy = rng.standard_normal((2, 6, 3, 2, 2)), rng.standard_normal((2, 6, 3, 2, 2))
 
-    def rank_program(group, input_grad):
+    def rank_program(group, input_grad, parameter_grad):
         xk = Tensor(shards(x, 2)[group.rank].copy(), requires_grad=input_grad)
-        w, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
+        w, b = Tensor(np.ones(3), requires_grad=parameter_grad), Tensor(np.zeros(3), requires_grad=parameter_grad)
         batch_norm(xk, w, b, None, None, True, group=group).backward(shards(gy, 2)[group.rank])
         return xk.grad, w.grad, b.grad
 
-    frozen = ThreadGroup(2).run(lambda group: rank_program(group, False))
-    full = ThreadGroup(2).run(lambda group: rank_program(group, True))
-    for rank_frozen, rank_full in zip(frozen, full):
-        assert rank_frozen[0] is None and rank_full[0] is not None
-        np.testing.assert_array_equal(rank_frozen[1], rank_full[1])
-        np.testing.assert_array_equal(rank_frozen[2], rank_full[2])
-
-
-def test_a_sync_norm_with_frozen_parameters_still_gives_its_input_its_gradient():
-    # e.g. fine-tuning with tdBN's lambda and beta frozen: only dx is asked for, and it is the full one
-    rng = np.random.default_rng(5)
-    x, gy = rng.standard_normal((2, 6, 3, 2, 2)), rng.standard_normal((2, 6, 3, 2, 2))
-
-    def rank_program(group, trained):
-        xk = Tensor(shards(x, 2)[group.rank].copy(), requires_grad=True)
-        w, b = Tensor(np.ones(3), requires_grad=trained), Tensor(np.zeros(3), requires_grad=trained)
-        batch_norm(xk, w, b, None, None, True, group=group).backward(shards(gy, 2)[group.rank])
-        return xk.grad, w.grad
-
-    frozen = ThreadGroup(2).run(lambda group: rank_program(group, False))
-    full = ThreadGroup(2).run(lambda group: rank_program(group, True))
-    for rank_frozen, rank_full in zip(frozen, full):
-        assert rank_frozen[1] is None and rank_frozen[0] is not None
-        np.testing.assert_array_equal(rank_frozen[0], rank_full[0])
+    asked = (frozen != "input", frozen != "parameters")
+    partial = ThreadGroup(2).run(lambda group: rank_program(group, *asked))
+    full = ThreadGroup(2).run(lambda group: rank_program(group, True, True))
+    for rank_partial, rank_full in zip(partial, full):
+        for got, whole, wanted in zip(rank_partial, rank_full, (asked[0], asked[1], asked[1])):
+            if wanted:
+                np.testing.assert_array_equal(got, whole)
+            else:
+                assert got is None
