@@ -443,7 +443,7 @@ def run_planted(repo, only, timeout):
 
 
 # ------------------------------------------------------------------------------------------ report
-def summarise(results, groups, sample_sizes, totals):
+def summarise(results, groups, totals):
     lines = ["| group | mutants | run | killed | survivors: equivalent | not worth a test | unexplained | "
              "kill rate (non-equivalent) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     survivors = []
@@ -538,7 +538,7 @@ def main(argv=None):
         os.environ["PYTHONPATH"] = str(repo)  # subprocesses the tests start import the mutated copy too
         results = run(files, mutants, repo, args.timeout_factor, args.verbose, args.covering_only,
                       lambda results: save(args, totals, results, finished=False))
-    table, survivors = summarise(results, args.groups, sample_sizes, totals)
+    table, survivors = summarise(results, args.groups, totals)
     print(f"\n{table}\n\n{len(results)} mutants in {time.perf_counter() - start:.0f} s "
           f"(sample: {args.sample or 'all'}, seed {args.seed})")
     for r in survivors:
@@ -563,7 +563,7 @@ def report(paths, groups):
         latest.update({r["id"]: r for r in data["results"]})
     results = list(latest.values())
     groups = [g for g in groups if g in totals]
-    table, survivors = summarise(results, groups, {}, totals)
+    table, survivors = summarise(results, groups, totals)
     print(f"{table}\n\n{len(results)} mutants in {', '.join(paths)}")
     for r in survivors:
         verdict, reason = EXPLAINED.get(r["id"], ("UNEXPLAINED", ""))
