@@ -231,7 +231,9 @@ class Trainer:
                 lr = self.optimizer.lr
                 self.optimizer.zero_grad()
                 # [dist] backward, then one allreduce: the whole batch's gradient and mean loss on every rank,
-                # and whether any rank was asked to stop (a Ctrl-C that comes during the call counts next step)
+                # and whether any rank had been asked to stop by then. Every rank stops after the step that
+                # agreed on it: a Ctrl-C that comes later counts at the next step's allreduce, or else this
+                # rank would leave while the others wait in that allreduce. Alone, a Ctrl-C stops after this step.
                 batch_loss, any_stop = self.dp.backward(loss, len(labels), self.stop_requested)
                 self.stop_requested = self.stop_requested or any_stop
                 self.optimizer.step()
@@ -245,7 +247,7 @@ class Trainer:
                 sums["seconds"] = seconds_before + time.perf_counter() - start
                 self.step += 1
                 self.mid_step = False
-                if self.stop_requested:
+                if any_stop if self.dp.size > 1 else self.stop_requested:      # [dist] as agreed (above)
                     raise KeyboardInterrupt
                 seen = sums["seen"]
                 bar.set_postfix(loss=f"{sums['loss_sum'] / seen:.3f}", acc=f"{sums['correct'] / seen:.3f}",

@@ -4,6 +4,8 @@
                                                         training loop; rank 0 must not wait forever
     python tests/dist_programs.py ctrl-c STEP RANK ARGS...   ``minisnn ARGS...`` where rank RANK presses Ctrl-C
                                                         during step STEP (counted from 1 in this process)
+    python tests/dist_programs.py ctrl-c-late STEP RANK ARGS...   the same, the Ctrl-C (a real SIGINT) coming
+                                                        after that step's allreduce
 """
 import itertools
 import os
@@ -37,7 +39,7 @@ def failing_rank(mode):
     print(f"rank {dp.rank} finished", flush=True)
 
 
-def ctrl_c(step, rank, argv):
+def ctrl_c(step, rank, argv, late=False):
     from minisnn import cli
     from minisnn.dist import data_parallel
 
@@ -45,7 +47,12 @@ def ctrl_c(step, rank, argv):
 
     def backward(self, loss, count, stop=False):
         pressed = next(calls) == step and self.rank == rank
-        return original(self, loss, count, stop or pressed)
+        if not late:
+            return original(self, loss, count, stop or pressed)
+        result = original(self, loss, count, stop)
+        if pressed:
+            signal.raise_signal(signal.SIGINT)
+        return result
 
     data_parallel.DataParallel.backward = backward
     return cli.main(argv)
@@ -54,7 +61,7 @@ def ctrl_c(step, rank, argv):
 if __name__ == "__main__":
     if sys.argv[1] == "failing-rank":
         failing_rank(sys.argv[2])
-    elif sys.argv[1] == "ctrl-c":
-        sys.exit(ctrl_c(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]))
+    elif sys.argv[1] in ("ctrl-c", "ctrl-c-late"):
+        sys.exit(ctrl_c(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:], late=sys.argv[1] == "ctrl-c-late"))
     else:
         sys.exit(f"unknown program {sys.argv[1]!r}")

@@ -92,9 +92,11 @@ def test_two_ranks_without_sync_norm_differ_by_their_per_rank_statistics(single,
     assert max_difference(weights(tmp_path)["model"], single["model"]) > 100 * TIGHT
 
 
-def test_a_checkpoint_of_two_ranks_resumes_with_one_process(single, tmp_path):
-    # rank 1 presses Ctrl-C during step 6 (of 8): both ranks stop after it, rank 0 saves the position
-    result = run([str(PROGRAMS), "ctrl-c", "6", "1"] + TRAIN + ["--out", str(tmp_path), "--sync-norm"], ranks=2)
+@pytest.mark.parametrize("program, step", [("ctrl-c", "6"), ("ctrl-c-late", "5")])
+def test_a_checkpoint_of_two_ranks_resumes_with_one_process(single, tmp_path, program, step):
+    # rank 1 presses Ctrl-C during step 6 (of 8): both ranks stop after it, rank 0 saves the position; or
+    # during step 5 after its allreduce: both ranks stop after step 6, when the next allreduce told rank 0
+    result = run([str(PROGRAMS), program, step, "1"] + TRAIN + ["--out", str(tmp_path), "--sync-norm"], ranks=2)
     assert result.returncode != 0  # 130 from each rank: interrupted
     meta = weights(tmp_path)["meta"]
     assert meta["interrupted"] and (meta["epoch"], meta["step"]) == (1, 2)

@@ -583,6 +583,30 @@ def test_ctrl_c_in_a_data_parallel_run_saves_all_ranks_rows_the_epochs_own_secon
         np.testing.assert_array_equal(saved["model"][name], buffers0[name], err_msg=name)
 
 
+def test_a_ctrl_c_after_a_steps_allreduce_stops_every_rank_after_the_next_step(cifar_sample, tmp_path, monkeypatch):
+    # the stop is agreed at each step's allreduce: a rank whose Ctrl-C comes later in the step must not leave
+    # after it alone, while the other rank waits for it in the next step's allreduce
+    monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
+
+    def rank_program(rank):
+        trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=48, epochs=1))
+        real_step = trainer.optimizer.step
+
+        def step():  # on rank 1, the Ctrl-C arrives during the first step's update, after its allreduce
+            real_step()
+            if rank == 1 and trainer.step == 0:
+                trainer.request_stop()
+
+        trainer.optimizer.step = step
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        return trainer.step
+
+    assert data_parallel(monkeypatch)(rank_program) == [2, 2]
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert (meta["epoch"], meta["step"], meta["interrupted"]) == (0, 2, True)
+
+
 def test_a_nan_loss_on_one_rank_stops_every_rank_after_the_same_step_saying_so(cifar_sample, tmp_path, monkeypatch):
     import threading
     real_loss, calls = train_module.softmax_cross_entropy, []
