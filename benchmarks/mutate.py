@@ -920,6 +920,8 @@ PLANTED = [
         "heapq.heappush(heap, (0, next(counter), func))")], CORE),
     ("nested no_grad(): leaving sets backprop on, not back to before", "minisnn/core.py", [(
         "        Config.enable_backprop = old\n", "        Config.enable_backprop = True\n")], CORE),
+    ("no_grad(): one switch for all threads, not one per thread", "minisnn/core.py", [(
+        "class _Switches(threading.local):", "class _Switches:")], CORE),
     ("backward: a leaf's gradient from an earlier backward() overwritten", "minisnn/core.py", [(
         "        heap, seen, counter = [], set(), itertools.count()\n",
         "        heap, seen, counter, fresh = [], set(), itertools.count(), set()\n"), (

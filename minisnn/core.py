@@ -19,6 +19,7 @@ Gradients of intermediate tensors are freed as soon as they have been used, unle
 import contextlib
 import heapq
 import itertools
+import threading
 import weakref
 
 import numpy as np
@@ -26,14 +27,18 @@ import numpy as np
 from .backend import as_numpy, get_array_module
 
 
-class Config:
-    """Global switches. ``enable_backprop`` is turned off inside ``no_grad()``."""
+class _Switches(threading.local):
+    """The engine's switches, each thread its own: ``enable_backprop`` is turned off inside ``no_grad()``."""
     enable_backprop = True
+
+
+Config = _Switches()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Run without building a graph (evaluation, parameter updates)."""
+    """Run without building a graph (evaluation, parameter updates) -- in this thread only, so that one
+    thread evaluating does not stop another from training."""
     old = Config.enable_backprop
     Config.enable_backprop = False
     try:

@@ -104,6 +104,29 @@ def test_nested_no_grad_restores_each_level_even_after_an_error():
     assert (x * 2).creator is not None
 
 
+def test_no_grad_in_one_thread_leaves_another_threads_graph_alone():
+    import threading
+    x, inside, leave, built = leaf([1.0]), threading.Event(), threading.Event(), []
+
+    def evaluate():  # e.g. one simulated rank evaluating while another trains
+        with no_grad():
+            inside.set()
+            leave.wait(10)
+            built.append((x * 2).creator is not None)
+
+    other = threading.Thread(target=evaluate)
+    other.start()
+    try:
+        assert inside.wait(10)
+        builds_here = (x * 2).creator is not None  # this thread still builds graphs
+        with no_grad():  # and its own no_grad ends before the other thread's does
+            pass
+    finally:
+        leave.set()
+        other.join()
+    assert builds_here and built == [False] and (x * 2).creator is not None
+
+
 def test_inputs_without_requires_grad_build_no_graph():
     x = Tensor(np.ones(3))
     y = x * 2 + 1

@@ -536,15 +536,6 @@ def test_a_data_parallel_run_shows_one_progress_bar_and_agrees_on_its_running_st
     monkeypatch.setattr(RecordingBar, "written", [])
     monkeypatch.setattr(train_module, "tqdm", RecordingBar)
     monkeypatch.setattr(train_module, "plot_history", lambda history, path: None)  # (time: curves not needed)
-    import threading
-    lock, real_evaluate = threading.Lock(), train_module.evaluate
-
-    def one_rank_at_a_time(*args):  # the ranks share no_grad's switch: two evaluations at once would leave it off
-        with lock:
-            return real_evaluate(*args)
-
-    monkeypatch.setattr(train_module, "evaluate", one_rank_at_a_time)
-
     def rank_program(rank):
         trainer = Trainer(tiny_config(cifar_sample, tmp_path, limit_train=32, limit_test=16, epochs=1, progress=True))
         trainer.fit()
