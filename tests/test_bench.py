@@ -247,3 +247,23 @@ def test_phases_markdown_puts_both_profiles_side_by_side():
 def test_peer_is_not_a_dependency_of_minisnn():
     for path in Path(bench.__file__).parent.rglob("*.py"):
         assert "import torch" not in path.read_text(), f"{path} imports torch"
+
+
+def test_gemm_shapes_prints_both_libraries_rates_and_their_ratio(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    gemm = load_script("gemm_shapes")
+    monkeypatch.setattr(gemm, "SHAPES", [(8, 4, 6, "nn", "a plain product"), (8, 4, 6, "nt", "a transposed factor")])
+    timed, real_gflops = [], gemm.gflops
+
+    def quick(product, M, K, N, seconds=0.5):
+        result = product()
+        timed.append((M, K, N, tuple(result.shape)))
+        return {0: 3.0, 1: 2.0, 2: 5.0, 3: 4.0}[len(timed) - 1]  # NumPy's rate, then PyTorch's, per shape
+
+    monkeypatch.setattr(gemm, "gflops", quick)
+    gemm.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2:] == ["| 8 x 4 x 6 | nn | a plain product | 3 | 2 | 1.50 |",
+                        "| 8 x 4 x 6 | nt | a transposed factor | 5 | 4 | 1.25 |"]
+    assert all(shape == (8, 6) for *_, shape in timed)  # every product is [M, K] x [K, N]
+    assert real_gflops(lambda: None, 1000, 1000, 1000, seconds=0.01) > 0
