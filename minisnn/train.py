@@ -339,9 +339,10 @@ def plot_history(history, path):
 def run_folder(out, resume, overwrite):
     """Check the run folder ``out`` for the job asked, and remove what a killed write left in it.
 
-    A new run needs a folder that holds no run (or ``overwrite``, which deletes the old run's files);
-    ``resume`` needs the folder's own checkpoint; both need a folder they can write. Raises ConfigError
-    saying what to do.
+    A new run needs a folder that holds no run (or ``overwrite``); ``resume`` needs the folder's own
+    checkpoint; both need a folder they can write. Raises ConfigError saying what to do. Returns the old
+    run's files that ``overwrite`` replaces: ``train`` deletes them once the new run has its data and model,
+    so that a new run that cannot start leaves the old one as it was.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -362,9 +363,7 @@ def run_folder(out, resume, overwrite):
                           "choose another --out or fix its permissions")
     if out.is_dir():
         remove_stale_temps(out)
-    if overwrite:
-        for name in held:
-            (out / name).unlink()
+    return held if overwrite else []
 
 
 def train(resume=False, overwrite=False, **given):
@@ -378,9 +377,11 @@ def train(resume=False, overwrite=False, **given):
     writer = world().rank == 0                               # [dist] under mpiexec, rank 0 alone keeps the folder
     if not resume:
         config = make_config(**given)
-        if writer:
-            run_folder(out, resume, overwrite)
-        return Trainer(config).fit()
+        replaced = run_folder(out, resume, overwrite) if writer else []
+        trainer = Trainer(config)
+        for name in replaced:                                # --overwrite: the new run has started
+            (out / name).unlink()
+        return trainer.fit()
     if writer:
         run_folder(out, resume, overwrite)
     meta = read_meta(out / CHECKPOINT)

@@ -136,6 +136,14 @@ def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run, tmp_path, capsys):
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--dataset", "cifar10", "--data-dir", tmp_path / "no_such_data",
+                           "--model", "resnet_small", "--width", "4", "--out", run, "--overwrite")
+    assert code == 2 and "CIFAR-10 not found" in err
+    assert snapshot(run) == before
+
+
 INVALID = [  # (flags, what the one-line error must say: the flag and why)
     (["--lr", "-1"], ("--lr", "must be a number > 0, got -1")), (["--lr", "0"], ("--lr", "must be a number > 0, got 0")),
     (["--lr", "nan"], ("--lr", "must be a number > 0, got nan")),

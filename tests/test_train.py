@@ -462,7 +462,10 @@ def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(
     run.mkdir()
     for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt"):
         (run / name).write_text("old")
-    train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
+    replaced = train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
+    assert sorted(replaced) == ["curves.png", "last.npz", "metrics.jsonl"]  # train deletes them once it can start
+    for name in replaced:
+        (run / name).unlink()
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
     (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
     (run / "last.npz").write_text("a checkpoint")
