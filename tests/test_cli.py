@@ -220,6 +220,35 @@ def test_export_writes_the_time_step_it_is_given(run, tmp_path, capsys):
     np.testing.assert_allclose(taus[1], 10 * taus[0], rtol=1e-12)  # tau = dt / (1 - tau_decay)
 
 
+def test_export_never_writes_over_a_checkpoint_or_a_folder(run, tmp_path, capsys):
+    pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    other = shutil.copytree(run, tmp_path / "other")
+    before, other_before = snapshot(run), snapshot(other)
+    for target, says in [(run / "last.npz", "is not a NIR file"), (other / "last.npz", "is not a NIR file"),
+                         (other / "metrics.jsonl", "is not a NIR file"), (other, "is a folder")]:
+        code, _, err = minisnn(capsys, "export", run / "last.npz", target)
+        assert code == 2 and f"{target} {says}" in err, err
+    assert snapshot(run) == before and snapshot(other) == other_before
+    code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")
+    assert code == 0
+    code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")  # an earlier export: replaced
+    assert code == 0
+
+
+def test_export_of_a_checkpoint_that_does_not_fit_its_model_or_holds_a_bad_config_says_so(run, tmp_path, capsys):
+    pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    state = load_checkpoint(run / "last.npz")
+    del state["model"]["stem.0.conv.weight"]
+    save_checkpoint(tmp_path / "unfit.npz", state["meta"], model=state["model"], optim=state["optim"],
+                    sched=state["sched"])
+    code, _, err = minisnn(capsys, "export", tmp_path / "unfit.npz", tmp_path / "net.nir")
+    assert code == 2 and f"{tmp_path / 'unfit.npz'} does not fit the model its config describes" in err
+    spoil(run / "last.npz", model_args=[4])
+    code, _, err = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")
+    assert code == 2 and "its config is not valid today" in err
+    assert not (tmp_path / "net.nir").exists()
+
+
 def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
     before = snapshot(run)
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "1")
