@@ -249,6 +249,28 @@ def test_export_of_a_checkpoint_that_does_not_fit_its_model_or_holds_a_bad_confi
     assert not (tmp_path / "net.nir").exists()
 
 
+DAMAGED_POSITIONS = [({"epoch": None}, "epoch None"), ({"epoch": "1"}, "epoch '1'"), ({"step": -1}, "step -1"),
+                     ({"step": 99}, "step 99"), ({"history": "x"}, "history"), ({"sums": "x"}, "sums")]
+
+
+@pytest.mark.parametrize("changes, says", DAMAGED_POSITIONS, ids=[says for _, says in DAMAGED_POSITIONS])
+def test_resuming_a_checkpoint_whose_position_is_damaged_says_so_in_one_line(run, capsys, changes, says):
+    state = load_checkpoint(run / "last.npz")
+    state["meta"].update(changes)
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"], sched=state["sched"])
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and "does not say where the run stands" in err and says in err, err
+    assert snapshot(run) == before
+
+
+def test_resuming_a_checkpoint_without_its_schedule_says_so_in_one_line(run, capsys):
+    state = load_checkpoint(run / "last.npz")
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"])
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and "does not fit the model its config describes" in err and "position" in err, err
+
+
 def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
     before = snapshot(run)
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "1")
