@@ -567,6 +567,8 @@ def test_eval_reads_the_data_where_data_dir_says_never_downloads_and_takes_its_b
     (tmp_path / "a_file").write_text("mine")
     code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file")
     assert code == 2 and "is a file, not a folder" in err and len(asked) == 2
+    code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file" / "eval")  # below a file
+    assert code == 2 and "a_file is a file, not a folder" in err and len(asked) == 2
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
