@@ -220,7 +220,8 @@ def build_parser():
 def one_line(err):
     """An exception as the one line the user sees."""
     if isinstance(err, OSError) and not isinstance(err, (DatasetError, CheckpointError)):
-        what = f"cannot access {err.filename}" if err.filename else "a file operation failed"
+        path = err.filename2 or err.filename  # a rename's target, not the temporary file beside it
+        what = f"cannot access {path}" if path else "a file operation failed"
         return f"{what}: {err.strerror or err}; check the path, its permissions and the free disk space"
     return " ".join(str(err).split())
 

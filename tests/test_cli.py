@@ -693,6 +693,13 @@ def test_every_export_flag_reaches_the_export(monkeypatch, capsys):
         assert code == 2 and bad[0] in err
 
 
+def test_a_file_that_cannot_be_replaced_is_named_not_the_hidden_temp_file_beside_it(run, capsys):
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()  # a folder where the run writes its config.json
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and f"cannot access {run / 'config.json'}: Is a directory" in err and ".tmp" not in err, err
+
+
 def test_a_file_error_is_one_line_naming_the_file_and_what_to_check(tmp_path, capsys, monkeypatch):
     assert cli.one_line(FileNotFoundError(2, "No such file or directory", "/data/x")) == (
         "cannot access /data/x: No such file or directory; check the path, its permissions and the free disk space")
