@@ -670,7 +670,7 @@ EXPLAINED = {
             "so 257 gives the same figures, with other memory and speed"),
     "experiment.py:<module>: constant: 0 -> 1 #2": (
         NW, "the default --seed: 1 is as fixed and reproducible as 0; no result is documented for a seed not given"),
-    "cli.py:as_type: statement: parse.__name__ = name -> pass": (
+    "experiment.py:as_type: statement: parse.__name__ = name -> pass": (
         EQ, "argparse names a type only when it raises ValueError or TypeError; parse turns every ValueError of a "
             "check into ArgumentTypeError, whose own text is shown, and the checks raise nothing else on text"),
     "experiment.py:integer.check: statement: raise ValueError(f'must be an integer {where}, got {value!r}') "

@@ -40,8 +40,9 @@ import numpy as np
 
 from .backend import get_device, xp_for
 from .core import Tensor
+from .experiment import ConfigError, as_type, choice, device_name, integer
 from .functions.loss import softmax_cross_entropy
-from .models import build_model
+from .models import MODELS, build_model
 from .monitor import count_macs
 from .fast import phases as phase_marks
 from .fast import version_of
@@ -223,18 +224,21 @@ def table(rows):
 
 # -------------------------------------------------------------------------------------- CLI
 def add_arguments(p):
-    p.add_argument("--model", nargs="+", default=["resnet19"], help="resnet19 | resnet_small | ... (default resnet19)")
-    p.add_argument("-T", "--timesteps", dest="T", type=int, nargs="+", default=[2], help="timesteps T (default 2)")
-    p.add_argument("--batch", type=int, nargs="+", default=[8], help="batch sizes (default 8)")
-    p.add_argument("--width", type=int, default=32, help="resnet_small: channels of the first stage")
-    p.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1], help="resnet_small: blocks per stage")
-    p.add_argument("--strides", type=int, nargs="+", help="resnet_small: stride of each stage's first block "
-                                                          "(default 1 2 2 ...)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
-    p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n x n GEMM giving the machine's rate")
+    """The benchmark's flags, each checked where it is parsed (``minisnn.experiment``'s checks)."""
+    positive, counts = as_type(integer(1), "positive"), as_type(integer(0), "count")
+    p.add_argument("--model", nargs="+", default=["resnet19"], type=as_type(choice(tuple(MODELS)), "model"),
+                   help="resnet19 | resnet_small | ... (default resnet19)")
+    p.add_argument("-T", "--timesteps", dest="T", type=positive, nargs="+", default=[2], help="timesteps T (default 2)")
+    p.add_argument("--batch", type=positive, nargs="+", default=[8], help="batch sizes (default 8)")
+    p.add_argument("--width", type=positive, default=32, help="resnet_small: channels of the first stage")
+    p.add_argument("--blocks", type=positive, nargs="+", default=[1, 1, 1], help="resnet_small: blocks per stage")
+    p.add_argument("--strides", type=positive, nargs="+", help="resnet_small: stride of each stage's first block "
+                                                               "(default 1 2 2 ...)")
+    p.add_argument("--steps", type=positive, default=3, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=counts, default=1, help="untimed steps before the timed ones")
+    p.add_argument("--threads", type=positive, default=2, help="BLAS/OpenMP threads")
+    p.add_argument("--device", default="cpu", type=as_type(device_name, "device"), help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--gemm-size", type=positive, default=2048, help="n of the n x n x n GEMM giving the machine's rate")
     p.add_argument("--phases", action="store_true",
                    help="also time each phase (im2col, GEMM, tdBN, LIF, optimizer, ...) in one more process per "
                         "configuration, on one core")
@@ -250,6 +254,10 @@ def small_net_args(args):
 
 def bench_command(args):
     """``minisnn bench``: every configuration in a fresh process; JSON lines, then a table."""
+    if args.strides and len(args.strides) != len(args.blocks):  # what no process should find out
+        raise ConfigError(f"--strides gives {len(args.strides)} strides for {len(args.blocks)} stages (--blocks "
+                          f"{' '.join(map(str, args.blocks))}); give one stride per stage")
+    xp_for(args.device)  # DeviceError now, not a traceback from the first benchmark process
     rows = []
     for config in configs(args.model, args.T, args.batch, small_net_args(args), args.steps, args.warmup, args.device,
                           args.gemm_size):

@@ -27,7 +27,7 @@ from .data import DatasetError
 from .data.cifar10_dvs import RESIZE_MODES, SPLIT_RULES
 from .dist import DistError, abort_other_ranks, world
 from .experiment import (CHECKS, DATASET_OPTIONS, DATASETS, DEFAULTS, DVS_SPLITS, FLAGS, MODEL_OPTIONS, MODELS,
-                         OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, number, option_default)
+                         OPTIMIZERS, OPTION_CHECKS, RESUMABLE, ConfigError, as_type, number, option_default)
 from .fast.parallel import check_settings
 from .models.plain import NORMS
 
@@ -46,17 +46,6 @@ def checked(key):
     option, on each of its values)."""
     check = CHECKS[key] if key in CHECKS else OPTION_CHECKS[key]
     return as_type(getattr(check, "each", check), key)
-
-
-def as_type(check, name):
-    """An argparse type from a check that raises ValueError with the reason."""
-    def parse(text):
-        try:
-            return check(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-    parse.__name__ = name
-    return parse
 
 
 def default(key):
@@ -231,7 +220,8 @@ def build_parser():
 def one_line(err):
     """An exception as the one line the user sees."""
     if isinstance(err, OSError) and not isinstance(err, (DatasetError, CheckpointError)):
-        what = f"cannot access {err.filename}" if err.filename else "a file operation failed"
+        path = err.filename2 or err.filename  # a rename's target, not the temporary file beside it
+        what = f"cannot access {path}" if path else "a file operation failed"
         return f"{what}: {err.strerror or err}; check the path, its permissions and the free disk space"
     return " ".join(str(err).split())
 

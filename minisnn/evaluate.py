@@ -60,8 +60,9 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, eval_
                   limit_test=limit_test if limit_test is not None else config["limit_test"],
                   eval_batch_size=eval_batch_size or config["eval_batch_size"])
     out = Path(out) if out is not None else path.parent / "eval"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; give a folder for the pictures")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # out, or what it goes in
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder; give a folder for the pictures")
     data = load_data(config)
     model = model_for(config, data)
     try:

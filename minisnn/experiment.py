@@ -6,6 +6,7 @@ of every value (``CHECKS``), the command-line flag that sets each key (``FLAGS``
 run may change (``RESUMABLE``). ``make_config`` checks a whole configuration and raises ``ConfigError``
 naming the flag and what to do; the CLI's argparse types call the same checks.
 """
+import argparse
 import dataclasses
 import inspect
 import math
@@ -132,6 +133,17 @@ def text(value):
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty string, got {value!r}")
     return value
+
+
+def as_type(check, name):
+    """An argparse type from a check that raises ValueError with the reason (shown in argparse's error)."""
+    def parse(text):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = name
+    return parse
 
 
 def device_name(value):

@@ -60,15 +60,16 @@ NotImplementedError, and so does any minisnn module the exporter does not know.
 """
 import io
 from collections import deque
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from . import __version__
 from .backend import as_numpy
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from .core import as_tensor
-from .experiment import load_data, model_for
+from .experiment import ConfigError, load_data, model_for, saved_config
 from .fold import fold_tdbn, forward_order
 from .functions.basic import mean, repeat_over_time
 from .models.resnet import Residual
@@ -507,6 +508,12 @@ def _import_lif(name, node, dt):
 
 
 # -------------------------------------------------------------------------------- command line
+def is_hdf5(path):
+    """Whether the file at ``path`` starts as an HDF5 file (what NIR writes) does."""
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
 def export_checkpoint(checkpoint, out, dt=DEFAULT_DT, data_dir=None, input_gain="r"):
     """``minisnn export CHECKPOINT OUT``: the checkpoint's network, tdBN folded, written to ``out`` as NIR
     (input_gain: see ``to_nir``).
@@ -515,12 +522,24 @@ def export_checkpoint(checkpoint, out, dt=DEFAULT_DT, data_dir=None, input_gain=
     images, frames for event data). Returns the graph.
     """
     nir = import_nir()
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder; give the name of the .nir file to write")
+    if out.exists() and not is_hdf5(out):  # export replaces an earlier export, never a checkpoint or other file
+        raise ConfigError(f"{out} is not a NIR file (export writes over an earlier export only); give another name")
     state = load_checkpoint(checkpoint)
-    config = dict(state["meta"]["config"], device="cpu")
-    config.update(data_dir=data_dir or config["data_dir"], download=False, limit_train=0, limit_test=0)
+    try:
+        config = saved_config(state["meta"]["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{checkpoint}: its config is not valid today: {err}") from None
+    config.update(device="cpu", data_dir=data_dir or config["data_dir"], download=False, limit_train=0,
+                  limit_test=0)
     data = load_data(config)
     model = model_for(config, data)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint} does not fit the model its config describes: {err}") from err
     encoding = "frames" if data.train_x.ndim == 5 else "direct"
     graph = export_nir(model, (data.in_channels, *data.image_size), out, dt, encoding, input_gain)
     lifs = sum(isinstance(node, nir.LIF) for node in graph.nodes.values())

@@ -70,6 +70,21 @@ def state_arrays(model, optimizer):
     return named
 
 
+def saved_position(path, meta, steps_per_epoch=None):
+    """Where a checkpoint's run stands, checked: (epoch, step, history, sums) from its meta; the step must
+    lie within an epoch of ``steps_per_epoch`` steps (a Ctrl-C after an epoch's last step saves step =
+    steps_per_epoch, before its evaluation). Raises CheckpointError for anything else."""
+    epoch, step, history, sums = meta.get("epoch"), meta.get("step"), meta.get("history"), meta.get("sums", {})
+    counts = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (epoch, step))
+    if not (counts and isinstance(history, list) and isinstance(sums, dict)) or \
+            steps_per_epoch is not None and step > steps_per_epoch:
+        raise CheckpointError(f"{path}: its meta does not say where the run stands (epoch {epoch!r}, step {step!r}"
+                              f"{f' of {steps_per_epoch}' if steps_per_epoch else ''}, history a "
+                              f"{type(history).__name__}, sums a {type(sums).__name__}); it was not written by "
+                              "minisnn train or was edited: use another copy of the run")
+    return epoch, step, history, sums
+
+
 # ------------------------------------------------------------------------------------- the job
 class Trainer:
     """Holds what a run needs: config, data, model, optimizer, schedule, position and history.
@@ -129,7 +144,8 @@ class Trainer:
             return
         path = self.out / CHECKPOINT
         meta = {"config": self.config, "epoch": self.epoch, "step": self.step, "sums": sums,
-                "history": self.history, "interrupted": interrupted, "format": "minisnn-checkpoint-1"}
+                "history": self.history, "interrupted": interrupted, "format": "minisnn-checkpoint-1",
+                "train_images": len(self.data.train_y)}
         try:
             save_checkpoint(path, meta, model=self.model.state_dict(), optim=self.optimizer.state_dict(),
                             sched=self.schedule.state_dict())
@@ -147,15 +163,22 @@ class Trainer:
         if changed:
             raise CheckpointError(f"{path} was saved by a run with other settings ({', '.join(changed)}); "
                                   "resume it with its own settings")
+        images = meta.get("train_images", len(self.data.train_y))  # (checkpoints before it: not checked)
+        if images != len(self.data.train_y):
+            where = self.config["data_dir"] or "the default data folder"
+            raise CheckpointError(f"{path} was trained on {images} training images, but the data in {where} "
+                                  f"gives {len(self.data.train_y)}; give the --data-dir of the run's own data")
+        epoch, step, history, sums = saved_position(path, meta, self.steps_per_epoch)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(scalars(state["optim"]))
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f"{path} does not fit the model its config describes: {err}") from err
-        self.schedule.load_state_dict(scalars(state["sched"]))
-        self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+            self.schedule.load_state_dict(scalars(state["sched"]))
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{path} does not fit the model its config describes: {type(err).__name__}: "
+                                  f"{err}") from err
+        self.epoch, self.step, self.history = epoch, step, history
         if self.dp.is_writer:                              # [dist] the saved sums are all ranks': rank 0 keeps them
-            self.sums = dict(self.empty_sums(), **meta.get("sums", {}))
+            self.sums = dict(self.empty_sums(), **sums)
         self.last_good = self.position() + (" (saved at Ctrl-C)" if meta.get("interrupted") else "")
 
     def last_good_words(self):
@@ -339,9 +362,10 @@ def plot_history(history, path):
 def run_folder(out, resume, overwrite):
     """Check the run folder ``out`` for the job asked, and remove what a killed write left in it.
 
-    A new run needs a folder that holds no run (or ``overwrite``, which deletes the old run's files);
-    ``resume`` needs the folder's own checkpoint; both need a folder they can write. Raises ConfigError
-    saying what to do.
+    A new run needs a folder that holds no run (or ``overwrite``); ``resume`` needs the folder's own
+    checkpoint; both need a folder they can write. Raises ConfigError saying what to do. Returns the old
+    run's files that ``overwrite`` replaces: ``train`` deletes them once the new run has its data and model,
+    so that a new run that cannot start leaves the old one as it was.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -362,9 +386,7 @@ def run_folder(out, resume, overwrite):
                           "choose another --out or fix its permissions")
     if out.is_dir():
         remove_stale_temps(out)
-    if overwrite:
-        for name in held:
-            (out / name).unlink()
+    return held if overwrite else []
 
 
 def train(resume=False, overwrite=False, **given):
@@ -378,9 +400,11 @@ def train(resume=False, overwrite=False, **given):
     writer = world().rank == 0                               # [dist] under mpiexec, rank 0 alone keeps the folder
     if not resume:
         config = make_config(**given)
-        if writer:
-            run_folder(out, resume, overwrite)
-        return Trainer(config).fit()
+        replaced = run_folder(out, resume, overwrite) if writer else []
+        trainer = Trainer(config)
+        for name in replaced:                                # --overwrite: the new run has started
+            (out / name).unlink()
+        return trainer.fit()
     if writer:
         run_folder(out, resume, overwrite)
     meta = read_meta(out / CHECKPOINT)
@@ -390,7 +414,7 @@ def train(resume=False, overwrite=False, **given):
         raise CheckpointError(f"{out / CHECKPOINT}: its config is not valid today: {err}") from None
     device = usable_device(given.get("device"), saved["device"])
     config = resumed_config(saved, dict(given, out=str(out), device=device))
-    done = meta["epoch"]
+    done, _, _, _ = saved_position(out / CHECKPOINT, meta)
     if config["epochs"] <= done:
         if "epochs" in given:
             raise ConfigError(f"--epochs {config['epochs']}: the run in {out} has done {done} epochs already; "

@@ -267,3 +267,25 @@ def test_gemm_shapes_prints_both_libraries_rates_and_their_ratio(monkeypatch, ca
                         "| 8 x 4 x 6 | nt | a transposed factor | 5 | 4 | 1.25 |"]
     assert all(shape == (8, 6) for *_, shape in timed)  # every product is [M, K] x [K, N]
     assert real_gflops(lambda: None, 1000, 1000, 1000, seconds=0.01) > 0
+
+
+BAD_BENCH_FLAGS = [(["--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+                   (["--warmup", "-1"], "--warmup: must be an integer >= 0, got -1"),
+                   (["--batch", "0"], "--batch: must be an integer >= 1, got 0"),
+                   (["-T", "0"], "-T/--timesteps: must be an integer >= 1, got 0"),
+                   (["--threads", "0"], "--threads: must be an integer >= 1, got 0"),
+                   (["--gemm-size", "0"], "--gemm-size: must be an integer >= 1, got 0"),
+                   (["--model", "nope"], "--model: must be one of resnet19,"),
+                   (["--device", "tpu"], "--device: unknown device 'tpu'"),
+                   (["--strides", "1"], "--strides gives 1 strides for 2 stages"),
+                   (["--device", "cuda"], "CuPy")]
+
+
+@pytest.mark.parametrize("flags, says", BAD_BENCH_FLAGS, ids=[" ".join(f) for f, _ in BAD_BENCH_FLAGS])
+def test_cli_bench_refuses_a_bad_flag_in_one_line_before_any_process_starts(capsys, monkeypatch, flags, says):
+    if flags == ["--device", "cuda"] and bench.get_device("cuda") and importlib.util.find_spec("cupy"):
+        pytest.skip("CuPy is installed here: --device cuda may work")
+    monkeypatch.setattr(bench, "run_isolated", lambda *args, **kwargs: pytest.fail("a benchmark process started"))
+    code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "--blocks", "1", "1", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and says in err, err

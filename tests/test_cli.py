@@ -136,6 +136,14 @@ def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run, tmp_path, capsys):
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--dataset", "cifar10", "--data-dir", tmp_path / "no_such_data",
+                           "--model", "resnet_small", "--width", "4", "--out", run, "--overwrite")
+    assert code == 2 and "CIFAR-10 not found" in err
+    assert snapshot(run) == before
+
+
 INVALID = [  # (flags, what the one-line error must say: the flag and why)
     (["--lr", "-1"], ("--lr", "must be a number > 0, got -1")), (["--lr", "0"], ("--lr", "must be a number > 0, got 0")),
     (["--lr", "nan"], ("--lr", "must be a number > 0, got nan")),
@@ -210,6 +218,57 @@ def test_export_writes_the_time_step_it_is_given(run, tmp_path, capsys):
         taus.append(next(node.tau for node in graph.nodes.values() if isinstance(node, nir.LIF)))
         assert code == 0
     np.testing.assert_allclose(taus[1], 10 * taus[0], rtol=1e-12)  # tau = dt / (1 - tau_decay)
+
+
+def test_export_never_writes_over_a_checkpoint_or_a_folder(run, tmp_path, capsys):
+    pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    other = shutil.copytree(run, tmp_path / "other")
+    before, other_before = snapshot(run), snapshot(other)
+    for target, says in [(run / "last.npz", "is not a NIR file"), (other / "last.npz", "is not a NIR file"),
+                         (other / "metrics.jsonl", "is not a NIR file"), (other, "is a folder")]:
+        code, _, err = minisnn(capsys, "export", run / "last.npz", target)
+        assert code == 2 and f"{target} {says}" in err, err
+    assert snapshot(run) == before and snapshot(other) == other_before
+    code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")
+    assert code == 0
+    code, _, _ = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")  # an earlier export: replaced
+    assert code == 0
+
+
+def test_export_of_a_checkpoint_that_does_not_fit_its_model_or_holds_a_bad_config_says_so(run, tmp_path, capsys):
+    pytest.importorskip("nir", reason="export needs the nir extra: pip install -e '.[nir]'")
+    state = load_checkpoint(run / "last.npz")
+    del state["model"]["stem.0.conv.weight"]
+    save_checkpoint(tmp_path / "unfit.npz", state["meta"], model=state["model"], optim=state["optim"],
+                    sched=state["sched"])
+    code, _, err = minisnn(capsys, "export", tmp_path / "unfit.npz", tmp_path / "net.nir")
+    assert code == 2 and f"{tmp_path / 'unfit.npz'} does not fit the model its config describes" in err
+    spoil(run / "last.npz", model_args=[4])
+    code, _, err = minisnn(capsys, "export", run / "last.npz", tmp_path / "net.nir")
+    assert code == 2 and "its config is not valid today" in err
+    assert not (tmp_path / "net.nir").exists()
+
+
+DAMAGED_POSITIONS = [({"epoch": None}, "epoch None"), ({"epoch": "1"}, "epoch '1'"), ({"step": -1}, "step -1"),
+                     ({"step": 99}, "step 99"), ({"history": "x"}, "history"), ({"sums": "x"}, "sums")]
+
+
+@pytest.mark.parametrize("changes, says", DAMAGED_POSITIONS, ids=[says for _, says in DAMAGED_POSITIONS])
+def test_resuming_a_checkpoint_whose_position_is_damaged_says_so_in_one_line(run, capsys, changes, says):
+    state = load_checkpoint(run / "last.npz")
+    state["meta"].update(changes)
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"], sched=state["sched"])
+    before = snapshot(run)
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and "does not say where the run stands" in err and says in err, err
+    assert snapshot(run) == before
+
+
+def test_resuming_a_checkpoint_without_its_schedule_says_so_in_one_line(run, capsys):
+    state = load_checkpoint(run / "last.npz")
+    save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"])
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and "does not fit the model its config describes" in err and "position" in err, err
 
 
 def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):
@@ -508,6 +567,8 @@ def test_eval_reads_the_data_where_data_dir_says_never_downloads_and_takes_its_b
     (tmp_path / "a_file").write_text("mine")
     code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file")
     assert code == 2 and "is a file, not a folder" in err and len(asked) == 2
+    code, _, err = minisnn(capsys, "eval", run / "last.npz", "--out", tmp_path / "a_file" / "eval")  # below a file
+    assert code == 2 and "a_file is a file, not a folder" in err and len(asked) == 2
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
@@ -630,6 +691,13 @@ def test_every_export_flag_reaches_the_export(monkeypatch, capsys):
     for bad in (["--dt", "0"], ["--input-gain", "w"]):
         code, _, err = minisnn(capsys, "export", "run/last.npz", "net.nir", *bad)
         assert code == 2 and bad[0] in err
+
+
+def test_a_file_that_cannot_be_replaced_is_named_not_the_hidden_temp_file_beside_it(run, capsys):
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()  # a folder where the run writes its config.json
+    code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
+    assert code == 2 and f"cannot access {run / 'config.json'}: Is a directory" in err and ".tmp" not in err, err
 
 
 def test_a_file_error_is_one_line_naming_the_file_and_what_to_check(tmp_path, capsys, monkeypatch):

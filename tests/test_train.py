@@ -151,6 +151,28 @@ def test_resuming_refuses_a_checkpoint_of_another_experiment_or_model(cifar_samp
         Trainer(config, resume=True)
 
 
+def test_resuming_on_training_data_of_another_size_is_refused_naming_both_sizes(cifar_sample, tmp_path):
+    # --data-dir may change on --resume (the data moved), but other data would change the epoch and the schedule:
+    # such a run went on silently at lr 0 (its position past the new, shorter schedule's end)
+    import pickle
+    trainer = Trainer(tiny_config(cifar_sample, tmp_path / "run"))
+    trainer.step = 2
+    trainer.save(interrupted=True)
+    other = tmp_path / "other" / "cifar-10-batches-py"
+    other.mkdir(parents=True)
+    for name in ("batches.meta", "test_batch"):
+        (other / name).write_bytes((cifar_sample / "cifar-10-batches-py" / name).read_bytes())
+    for i in range(1, 6):
+        with open(cifar_sample / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        (other / f"data_batch_{i}").write_bytes(pickle.dumps({b"data": batch[b"data"][:5],
+                                                              b"labels": batch[b"labels"][:5]}))
+    before = (tmp_path / "run" / "last.npz").read_bytes()
+    with pytest.raises(CheckpointError, match=r"trained on 48 training images, but .* gives 25"):
+        train_module.train(resume=True, out=str(tmp_path / "run"), data_dir=str(other.parent))
+    assert (tmp_path / "run" / "last.npz").read_bytes() == before
+
+
 def test_a_resumed_trainer_knows_which_checkpoint_is_the_last_good_one(cifar_sample, tmp_path):
     trainer = Trainer(tiny_config(cifar_sample, tmp_path))
     assert "no checkpoint of this run has been written yet" in trainer.last_good_words()
@@ -462,7 +484,10 @@ def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(
     run.mkdir()
     for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt"):
         (run / name).write_text("old")
-    train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
+    replaced = train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
+    assert sorted(replaced) == ["curves.png", "last.npz", "metrics.jsonl"]  # train deletes them once it can start
+    for name in replaced:
+        (run / name).unlink()
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
     (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
     (run / "last.npz").write_text("a checkpoint")
