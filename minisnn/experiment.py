@@ -147,6 +147,9 @@ def as_type(check, name):
 
 
 def device_name(value):
+    """The device asked for (None: $MINISNN_DEVICE, whose bad value is the variable's error, not --device's)."""
+    if value is None:
+        return get_device(None)
     try:
         return get_device(value)
     except DeviceError as err:
@@ -266,9 +269,9 @@ def resumed_config(saved, given):
                     continue
                 has = saved[key].get(option, option_default(builder[saved[chosen]], option))
                 if _checked(option, option_value) != has:
-                    changed.append(f"{FLAGS[option]} (the run has {has})")
+                    changed.append(f"{FLAGS[option]} (the run has {option} = {has})")
         elif key not in RESUMABLE and _checked(key, value) != saved[key]:
-            changed.append(f"{FLAGS[key]} (the run has {saved[key]})")
+            changed.append(f"{FLAGS[key]} (the run has {key} = {saved[key]})")
     if changed:
         raise ConfigError(f"--resume continues the run as it was set up, but {', '.join(changed)} would "
                           f"change it; drop {'this flag' if len(changed) == 1 else 'these flags'}, or start "

@@ -111,7 +111,7 @@ def test_resume_trains_the_folder_it_is_given_wherever_it_was_moved(run, tmp_pat
 
 def test_resume_accepts_the_runs_own_flags_refuses_changes_and_extends(run, capsys):
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--lr", "0.5", "--width", "8", "-T", "2")
-    assert code == 2 and "--lr (the run has 0.01)" in err and "--width (the run has 4)" in err
+    assert code == 2 and "--lr (the run has lr = 0.01)" in err and "--width (the run has width = 4)" in err
     assert "-T (" not in err  # given with the run's own value
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--depth", "3")
     assert code == 2 and "--depth (not an option of the run's resnet_small)" in err
@@ -200,6 +200,15 @@ def test_a_malformed_setting_in_the_environment_is_refused_before_any_work(tmp_p
     assert code == 2 and err.strip() == f"error: ${variable} must be a positive " + (
         "integer" if variable == "MINISNN_THREADS" else "number of megabytes") + f", got {value!r}"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_device_in_the_environment_is_the_variables_error_not_the_flags(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINISNN_DEVICE", "junk")
+    code, _, err = minisnn(capsys, "train", *TINY, "--out", tmp_path / "run")
+    assert code == 2 and err.strip() == "error: unknown device 'junk' (from the $MINISNN_DEVICE); use 'cpu', 'cuda' or 'cuda:N'"
+    assert not (tmp_path / "run").exists()
+    code, _, err = minisnn(capsys, "train", *TINY, "--device", "junk", "--out", tmp_path / "run")
+    assert code == 2 and err.startswith("error: ") and "--device" in err and "$MINISNN_DEVICE" not in err
 
 
 def test_a_diverging_run_exits_3_with_one_line_naming_the_fix(tmp_path, capsys):
@@ -397,6 +406,14 @@ def test_eval_needs_only_the_test_batch(cifar_sample, tmp_path, capsys):
     code, out, _ = minisnn(capsys, "eval", tmp_path / "last.npz")
     assert code == 0 and "on 16 images" in out
     assert (tmp_path / "eval" / "notes.txt").read_text() == "mine" and (tmp_path / "eval" / "layers.json").exists()
+
+
+def test_python_dash_m_minisnn_is_the_minisnn_command():
+    import minisnn
+    done = subprocess.run([sys.executable, "-m", "minisnn", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and minisnn.__version__ in done.stdout
+    done = subprocess.run([sys.executable, "-m", "minisnn", "train", "--lr", "x"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: minisnn train: argument --lr")
 
 
 def test_version_doctor_and_help_with_the_experiments_defaults(capsys, monkeypatch):
