@@ -144,6 +144,17 @@ def test_missing_data_explains_manual_steps(tmp_path):
     assert "--data-dir" in text
 
 
+def test_a_folder_missing_some_batches_names_them_all_not_a_corrupt_file(tmp_path):
+    folder, _ = make_folder(tmp_path)
+    (folder / "test_batch").unlink()
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(DatasetError) as err:
+        load_cifar10(tmp_path)
+    text = str(err.value)
+    assert text.startswith(f"{folder} lacks data_batch_2, test_batch: a CIFAR-10 folder holds data_batch_1")
+    assert "corrupt" not in text
+
+
 # ------------------------------------------------------------------ corrupt and unsafe files
 def test_truncated_batch_names_the_file(cifar_sample, tmp_path):
     folder, _ = make_folder(tmp_path)

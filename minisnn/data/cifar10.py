@@ -111,6 +111,10 @@ def read_batch(path):
 def read_cifar10_folder(folder):
     """Read ``cifar-10-batches-py``: (train_x, train_y, test_x, test_y) as uint8 [N,3,32,32] / int64 [N]."""
     folder = Path(folder)
+    missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not (folder / name).is_file()]
+    if missing:
+        raise DatasetError(f"{folder} lacks {', '.join(missing)}: a CIFAR-10 folder holds "
+                           f"{', '.join(TRAIN_FILES)} and {TEST_FILE}; copy the missing files from the official archive")
     train = [read_batch(folder / name) for name in TRAIN_FILES]
     test_x, test_y = read_batch(folder / TEST_FILE)
     return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_x, test_y
