@@ -16,6 +16,9 @@ from .experiment import ConfigError, load_data, model_for, model_input, saved_co
 from .functions.loss import softmax_cross_entropy
 from .monitor import Recorder, format_table, plot_firing_rates, plot_membrane, plot_raster, save_json
 
+EVAL_FOLDER = "eval"  # minisnn eval's default folder, beside the checkpoint
+EVAL_FILES = ("layers.json", "raster.png", "firing_rates.png", "membrane.png")  # what it writes there
+
 
 def evaluate(model, loader, xp):
     """Mean loss and accuracy of ``model`` over the batches of ``loader``, in eval mode and without a graph.
@@ -59,7 +62,7 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, eval_
     config.update(data_dir=data_dir or config["data_dir"], download=False, limit_train=0,
                   limit_test=limit_test if limit_test is not None else config["limit_test"],
                   eval_batch_size=eval_batch_size or config["eval_batch_size"])
-    out = Path(out) if out is not None else path.parent / "eval"
+    out = Path(out) if out is not None else path.parent / EVAL_FOLDER
     existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # out, or what it goes in
     if not existing.is_dir():
         raise ConfigError(f"--out {out}: {existing} is a file, not a folder; give a folder for the pictures")
@@ -84,12 +87,13 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, eval_
     print(json.dumps({k: round(v, 3) for k, v in totals.items()}))
 
     out.mkdir(parents=True, exist_ok=True)
-    save_json(rows, out / "layers.json")
-    written = [out / "layers.json"]
+    table, raster, rates, membrane = (out / name for name in EVAL_FILES)
+    save_json(rows, table)
+    written = [table]
     if rec.order_of_lif():
-        plot_raster(rec, out / "raster.png", title="spikes of every spiking layer, first test image")
-        plot_firing_rates(rec, out / "firing_rates.png")
-        plot_membrane(rec, model, out / "membrane.png", title="membrane of firing neurons, first test image")
-        written += [out / "raster.png", out / "firing_rates.png", out / "membrane.png"]
+        plot_raster(rec, raster, title="spikes of every spiking layer, first test image")
+        plot_firing_rates(rec, rates)
+        plot_membrane(rec, model, membrane, title="membrane of firing neurons, first test image")
+        written += [raster, rates, membrane]
     print(f"written: {', '.join(map(str, written))}")
     return acc, rows

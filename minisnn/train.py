@@ -42,7 +42,7 @@ from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_check
                          remove_stale_temps, save_checkpoint, scalars)
 from .core import Tensor
 from .dist import DataParallel, world
-from .evaluate import evaluate
+from .evaluate import EVAL_FILES, EVAL_FOLDER, evaluate
 from .experiment import (DEFAULTS, ConfigError, changed_keys, load_data, make_config, model_for, model_input,
                          resumed_config, saved_config, usable_device)
 from .fast import version_of
@@ -364,8 +364,9 @@ def run_folder(out, resume, overwrite):
 
     A new run needs a folder that holds no run (or ``overwrite``); ``resume`` needs the folder's own
     checkpoint; both need a folder they can write. Raises ConfigError saying what to do. Returns the old
-    run's files that ``overwrite`` replaces: ``train`` deletes them once the new run has its data and model,
-    so that a new run that cannot start leaves the old one as it was.
+    run's files that ``overwrite`` replaces -- what ``minisnn eval`` wrote into ``eval/`` included, so that no
+    evaluation of the old run is left beside the new one: ``train`` deletes them once the new run has its
+    data and model, so that a new run that cannot start leaves the old one as it was.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -386,7 +387,9 @@ def run_folder(out, resume, overwrite):
                           "choose another --out or fix its permissions")
     if out.is_dir():
         remove_stale_temps(out)
-    return held if overwrite else []
+    if not overwrite:
+        return []
+    return held + [f"{EVAL_FOLDER}/{name}" for name in EVAL_FILES if (out / EVAL_FOLDER / name).exists()]
 
 
 def train(resume=False, overwrite=False, **given):

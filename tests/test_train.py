@@ -482,13 +482,18 @@ def test_the_run_folder_is_checked_before_any_work(tmp_path, monkeypatch):
 def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt"):
+    (run / "eval").mkdir()
+    for name in ("last.npz", "metrics.jsonl", "curves.png", ".last.npz.k2j4.tmp", "notes.txt", "eval/layers.json",
+                 "eval/raster.png", "eval/mine.txt"):
         (run / name).write_text("old")
     replaced = train_module.run_folder(str(run), False, True)  # the folder as text, as --out gives it
-    assert sorted(replaced) == ["curves.png", "last.npz", "metrics.jsonl"]  # train deletes them once it can start
+    # train deletes them once it can start: the old run's files and what minisnn eval wrote for it
+    assert sorted(replaced) == ["curves.png", "eval/layers.json", "eval/raster.png", "last.npz", "metrics.jsonl"]
     for name in replaced:
         (run / name).unlink()
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["eval", "eval/mine.txt", "notes.txt"]
+    (run / "eval" / "mine.txt").unlink()
+    (run / "eval").rmdir()
     (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
     (run / "last.npz").write_text("a checkpoint")
     train_module.run_folder(run, True, False)  # resume: the checkpoint stays, the stale temp goes
