@@ -142,19 +142,29 @@ def gpu_name(cp, index):
     return name.decode() if isinstance(name, bytes) else name
 
 
+class BenchmarkFailed(RuntimeError):
+    """A benchmark process that ended without its figures (its error, out of memory, a timeout)."""
+
+
 def run_isolated(config, threads=2, timeout=3600):
     """Run ``measure_step(**config)`` in a fresh Python process with ``threads`` BLAS/OpenMP threads and
     return its row. A config with phases runs on one worker and one BLAS thread (``MINISNN_THREADS=1``),
-    so that every phase is timed on the one core that runs it."""
+    so that every phase is timed on the one core that runs it. Raises BenchmarkFailed, in one line."""
     if config.get("phases"):
         threads = 1
     env = dict(os.environ, **{var: str(threads) for var in THREAD_VARS})
     if config.get("phases"):
         env["MINISNN_THREADS"] = "1"
     cmd = [sys.executable, "-m", "minisnn.bench", "--one", json.dumps(config)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    what = f"the benchmark process of {config.get('model')}, T={config.get('T')}, batch {config.get('batch')}"
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkFailed(f"{what} ran past {timeout} s; try a smaller --batch or -T") from None
     if done.returncode != 0:
-        raise RuntimeError(f"minisnn benchmark failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+        last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no error output")
+        killed = " (killed: out of memory?)" if done.returncode < 0 else ""
+        raise BenchmarkFailed(f"{what} failed with exit status {done.returncode}{killed}: {last.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -21,6 +21,7 @@ import sys
 
 from . import __version__
 from .backend import DeviceError
+from .bench import BenchmarkFailed
 from .bench import add_arguments as add_bench_args
 from .checkpoint import CheckpointError
 from .data import DatasetError
@@ -247,7 +248,7 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except (ConfigError, DeviceError, DatasetError, CheckpointError, OSError, ImportError, ValueError,
-            NotImplementedError, DistError) as err:
+            NotImplementedError, DistError, BenchmarkFailed) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         abort_other_ranks(EXIT_ERROR)  # [dist] under mpiexec the other ranks would wait for this one
         return EXIT_ERROR

@@ -4,6 +4,7 @@ installed -- that its PyTorch peer computes the same network as minisnn (same lo
 float64)."""
 import importlib.util
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -289,3 +290,23 @@ def test_cli_bench_refuses_a_bad_flag_in_one_line_before_any_process_starts(caps
     code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "--blocks", "1", "1", *flags])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and says in err, err
+
+
+@pytest.mark.parametrize("returncode, stderr, says", [
+    (1, "Traceback (most recent call last):\n  ...\nMemoryError: Unable to allocate 3.1 GiB\n\n",
+     "failed with exit status 1: MemoryError: Unable to allocate 3.1 GiB"),
+    (-9, "", "failed with exit status -9 (killed: out of memory?): no error output"),
+    (None, "", "ran past 3600 s; try a smaller --batch or -T"),
+])
+def test_a_benchmark_process_that_fails_is_one_line_naming_the_configuration(capsys, monkeypatch, returncode, stderr,
+                                                                              says):
+    def child(cmd, timeout, **kwargs):
+        if returncode is None:
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        return subprocess.CompletedProcess(cmd, returncode, "", stderr)
+
+    monkeypatch.setattr(bench.subprocess, "run", child)
+    code = cli_main(["bench", "--model", "resnet_small", "--width", "4", "--blocks", "1", "1", "--batch", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip() == f"error: the benchmark process of resnet_small, T=2, batch 2 {says}"
