@@ -1,5 +1,8 @@
 """The image-folder data set (ImageNet's layout) on small generated folders, and the ImageNet ResNet-34."""
 import dataclasses
+import multiprocessing
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +399,27 @@ def test_decoding_keeps_two_batches_per_worker_ahead_and_stops_with_the_reader(f
 def test_image_folders_compare_and_hash_by_identity(folder):
     data, again = load_image_folder(folder, size=8, workers=0), load_image_folder(folder, size=8, workers=0)
     assert data == data and data != again and len({data: 1, again: 2}) == 2  # no NumPy "truth value is ambiguous"
+
+
+def test_a_ctrl_c_reaches_the_trainer_alone_and_the_decoding_workers_go_on(folder):
+    # a Ctrl-C in a terminal goes to every process of the job, the decoding workers too: they must go on
+    # decoding, so that the trainer can finish its step and save it, instead of dying with a traceback each
+    # and breaking the pool (a BrokenProcessPool traceback and no checkpoint)
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=1)
+    batches = data.loader("train", 2).batches()
+    next(batches)
+    workers = multiprocessing.active_children()
+    assert workers
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGINT)
+    assert len(list(batches)) == 5
+
+
+def test_a_decoding_worker_that_dies_is_an_error_saying_so_not_a_broken_pool_traceback(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=1)
+    batches = data.loader("train", 2).batches()
+    next(batches)
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signal.SIGKILL)  # what the out-of-memory killer does
+    with pytest.raises(DatasetError, match=r"a process decoding the images .* died .*--workers"):
+        list(batches)

@@ -20,11 +20,15 @@ depend on the batch size, on which worker decodes it, or on how many data-parall
 
 ``workers`` processes (started with 'spawn': no copy of the trainer's threads or MPI state) decode one
 batch each, and up to 2 x workers batches are in flight, so decoding keeps ahead of the training step.
-With ``workers=0`` the batches are decoded in the calling process. Needs Pillow (``.[imagenet]``).
+With ``workers=0`` the batches are decoded in the calling process. The workers never see a Ctrl-C (the
+trainer stops after its step), and one that dies is an error saying so. Needs Pillow (``.[imagenet]``).
 """
+import contextlib
 import multiprocessing
+import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +151,21 @@ def decode_batch(paths, indices, size, seed, epoch, train):
 
 
 # ------------------------------------------------------------------------------- batches
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread: processes started inside inherit the block for life (a Ctrl-C in a
+    terminal reaches every process of the job; the trainer answers it after its step, and its decoding
+    workers must go on meanwhile). A SIGINT that comes meanwhile waits, and this process gets it after."""
+    if not hasattr(signal, "pthread_sigmask"):  # (not POSIX)
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class ImageBatches(Batches):
     """Mini-batches (x float32 [B, 3, S, S], y int64 [B]) of one split of an image folder, for any
     (epoch, step): ``Batches``'s order and steps, each batch decoded from its files.
@@ -174,13 +193,18 @@ class ImageBatches(Batches):
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         try:
             pending, queued = deque(), iter(jobs)
-            for index in queued:  # fill the pipeline: 2 batches per worker in flight
-                pending.append((pool.submit(decode_batch, *self._job(index, epoch)), index))
-                if len(pending) >= 2 * self.workers:
-                    break
+            with sigint_blocked():  # the workers, started here, inherit it: a Ctrl-C is the trainer's alone
+                for index in queued:  # fill the pipeline: 2 batches per worker in flight
+                    pending.append((pool.submit(decode_batch, *self._job(index, epoch)), index))
+                    if len(pending) >= 2 * self.workers:
+                        break
             while pending:
                 future, index = pending.popleft()
-                images = future.result()
+                try:
+                    images = future.result()
+                except BrokenProcessPool:
+                    raise DatasetError(f"a process decoding the images of {Path(self.paths[index[0]]).parent.parent} "
+                                       "died (killed, or out of memory?); try again with fewer --workers") from None
                 following = next(queued, None)
                 if following is not None:
                     pending.append((pool.submit(decode_batch, *self._job(following, epoch)), following))
