@@ -200,15 +200,14 @@ class ImageBatches(Batches):
                         break
             while pending:
                 future, index = pending.popleft()
-                try:
-                    images = future.result()
-                except BrokenProcessPool:
-                    raise DatasetError(f"a process decoding the images of {Path(self.paths[index[0]]).parent.parent} "
-                                       "died (killed, or out of memory?); try again with fewer --workers") from None
+                images = future.result()
                 following = next(queued, None)
                 if following is not None:
                     pending.append((pool.submit(decode_batch, *self._job(following, epoch)), following))
                 yield self._finish(images, index)
+        except BrokenProcessPool:  # a worker was killed: its result and any new job are lost
+            raise DatasetError(f"a process decoding the images of {Path(self.paths[0]).parent.parent} died (killed, "
+                               "or out of memory?); try again with fewer --workers") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
