@@ -267,8 +267,24 @@ def test_a_folder_without_class_folders_or_without_images_is_an_error_saying_so(
     with pytest.raises(DatasetError, match=r"train: no class folders \(expected .*train/<class>/<image>\)"):
         load_image_folder(tmp_path, workers=0)
     (tmp_path / "train" / "ant").mkdir()
-    with pytest.raises(DatasetError, match="train: no images in its class folders"):
+    with pytest.raises(DatasetError, match="train/ant: a training class folder without images"):
         load_image_folder(tmp_path, workers=0)
+
+
+def test_an_empty_training_class_folder_is_refused_naming_it_before_a_model_with_an_unlearnable_class_trains(folder):
+    (folder / "train" / "dog").mkdir()  # e.g. a class whose archive was not unpacked
+    with pytest.raises(DatasetError, match=r"train/dog: a training class folder without images.*remove the folder"):
+        load_image_folder(folder, workers=0)
+
+
+def test_a_flat_validation_folder_is_an_error_saying_to_sort_it_into_class_folders(folder):
+    # ImageNet's validation images come as one flat folder of 50,000 JPEGs
+    for class_dir in list((folder / "val").iterdir()):
+        for image in class_dir.iterdir():
+            image.rename(folder / "val" / f"{class_dir.name}_{image.name}")
+        class_dir.rmdir()
+    with pytest.raises(DatasetError, match=r"val: no class folders .*sort its images into one folder per class"):
+        load_image_folder(folder, workers=0)
 
 
 def test_bad_image_sizes_are_refused_and_one_pixel_images_work(folder):

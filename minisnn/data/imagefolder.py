@@ -2,8 +2,8 @@
 
     root/train/<class>/<name>.JPEG        root/val/<class>/<name>.JPEG
 
-The classes are the sorted names of the sub-folders of ``train`` (label i is the i-th name); ``val`` uses
-the same names. A file in a class folder must be an image (by its extension: .jpeg .jpg .png .bmp .ppm
+The classes are the sorted names of the sub-folders of ``train`` (label i is the i-th name), each holding
+images; ``val`` uses the same names. A file in a class folder must be an image (by its extension: .jpeg .jpg .png .bmp .ppm
 .webp); anything else is an error naming the file, found when the folder is listed. A file that Pillow
 cannot decode is an error naming it, found when its batch is decoded.
 
@@ -64,25 +64,31 @@ def list_split(folder, classes=None):
     if not folder.is_dir():
         raise DatasetError(f"image folder split not found: {folder} (expected {folder}/<class>/<image>)")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if classes is None:
+    if not found:  # e.g. ImageNet's validation images as distributed: one flat folder
+        raise DatasetError(f"{folder}: no class folders (expected {folder}/<class>/<image>); sort its images into "
+                           "one folder per class")
+    training = classes is None
+    if training:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DatasetError(f"{folder}: class folders {unknown[:5]} are not among the {len(classes)} training "
                            "classes; val must use the class names of train")
-    if not classes:
-        raise DatasetError(f"{folder}: no class folders (expected {folder}/<class>/<image>)")
     paths, labels = [], []
     for label, name in enumerate(classes):
         class_dir = folder / name
         if not class_dir.is_dir():
             continue
+        count = len(paths)
         for entry in sorted(class_dir.iterdir()):
             if not entry.name.lower().endswith(IMAGE_EXTENSIONS) or not entry.is_file():
                 raise DatasetError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)} "
                                    "in a class folder); move it out of the data set")
             paths.append(str(entry))
             labels.append(label)
+        if training and len(paths) == count:
+            raise DatasetError(f"{class_dir}: a training class folder without images (its class could never be "
+                               "learnt); put its images in it or remove the folder")
     if not paths:
         raise DatasetError(f"{folder}: no images in its class folders")
     return np.array(paths, dtype=object), np.array(labels, dtype=np.int64), tuple(classes)
