@@ -439,3 +439,16 @@ def test_a_decoding_worker_that_dies_is_an_error_saying_so_not_a_broken_pool_tra
         os.kill(worker.pid, signal.SIGKILL)  # what the out-of-memory killer does
     with pytest.raises(DatasetError, match=r"a process decoding the images .* died .*--workers"):
         list(batches)
+
+
+@pytest.mark.parametrize("name", ["deep.png", "deep.ppm"])
+def test_a_16_bit_greyscale_image_keeps_its_shades_instead_of_turning_white(folder, name):
+    # Pillow opens these as mode I;16 / I, and converting that to RGB clips every value above 255
+    shades = (np.arange(4 * 6).reshape(4, 6) * 2800).astype(np.uint16)
+    path = folder / "train" / "ant" / name
+    if name.endswith(".png"):
+        Image.fromarray(shades).save(path)
+    else:
+        path.write_bytes(b"P5\n6 4\n65535\n" + shades.astype(">u2").tobytes())
+    pixels = np.asarray(imagefolder.read_image(path))
+    np.testing.assert_array_equal(pixels, np.repeat((shades >> 8).astype(np.uint8)[:, :, None], 3, axis=2))

@@ -100,6 +100,8 @@ def read_image(path):
     Image = _pillow()
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16-bit grey (PNG, PGM): its top 8 bits, not every value > 255 white
+                image = Image.fromarray((np.asarray(image, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8))
             return image.convert("RGB")  # converting decodes every pixel: a truncated file fails here
     except Exception as err:  # Pillow raises many kinds on bad files; report them all the same way
         raise DatasetError(f"{path}: cannot decode this image ({type(err).__name__}: {err}); "
