@@ -245,8 +245,9 @@ def test_a_launcher_without_mpi4py_is_an_error_not_k_separate_runs(monkeypatch):
         world()
 
 
-@pytest.mark.parametrize("raw", ["0", "-3", "soon"])
+@pytest.mark.parametrize("raw", ["0", "-3", "soon", "nan", "inf", "1e300"])
 def test_the_timeout_must_be_a_positive_number(monkeypatch, raw):
+    # inf and 1e300 passed, and then crashed the watchdog thread (OverflowError in its wait): no deadline at all
     monkeypatch.setenv("MINISNN_DIST_TIMEOUT", raw)
     with pytest.raises(DistError, match="MINISNN_DIST_TIMEOUT must be a positive number"):
         timeout_from_env()

@@ -39,7 +39,7 @@ class DistError(RuntimeError):
 
 
 def timeout_from_env():
-    """Seconds a collective may wait: $MINISNN_DIST_TIMEOUT, else 600."""
+    """Seconds a collective may wait: $MINISNN_DIST_TIMEOUT (finite, > 0), else 600."""
     raw = os.environ.get(TIMEOUT_ENV_VAR)
     if raw is None:
         return DEFAULT_TIMEOUT
@@ -47,8 +47,9 @@ def timeout_from_env():
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise DistError(f"${TIMEOUT_ENV_VAR} must be a positive number of seconds, got {raw!r}")
+    if not 0 < seconds <= threading.TIMEOUT_MAX:  # the longest wait the watchdog's thread can take
+        raise DistError(f"${TIMEOUT_ENV_VAR} must be a positive number of seconds, at most "
+                        f"{threading.TIMEOUT_MAX:.0f}, got {raw!r}")
     return seconds
 
 
