@@ -9,6 +9,7 @@ any moment leaves either the old checkpoint or the new one, never half of one. A
 killed process is removed by ``remove_stale_temps``. Files get the usual permissions (0666 less the
 umask, 0644 for most users), not mkstemp's 0600.
 """
+import glob
 import json
 import os
 import tempfile
@@ -62,11 +63,13 @@ def atomic_write(path, write):
             os.close(folder)
 
 
-def remove_stale_temps(folder):
-    """Delete the temporary files ``atomic_write`` leaves in ``folder`` when its process is killed."""
-    for stale in Path(folder).glob(f".*.*{TEMP_SUFFIX}"):
-        if stale.is_file():
-            stale.unlink()
+def remove_stale_temps(folder, names):
+    """Delete the temporary files that ``atomic_write`` leaves in ``folder`` when its process is killed while
+    writing one of the files ``names`` (``.<name>.<random>.tmp``); nothing else, whatever its name."""
+    for name in names:
+        for stale in Path(folder).glob(f".{glob.escape(name)}.*{TEMP_SUFFIX}"):
+            if stale.is_file():
+                stale.unlink()
 
 
 def finite_flags(arrays):

@@ -386,7 +386,7 @@ def run_folder(out, resume, overwrite):
         raise ConfigError(f"--out {out}: {existing} cannot be written (permission denied or not a folder); "
                           "choose another --out or fix its permissions")
     if out.is_dir():
-        remove_stale_temps(out)
+        remove_stale_temps(out, RUN_FILES)
     if not overwrite:
         return []
     return held + [f"{EVAL_FOLDER}/{name}" for name in EVAL_FILES if (out / EVAL_FOLDER / name).exists()]

@@ -83,7 +83,7 @@ def test_a_temp_file_is_hidden_beside_its_target_and_recognised_as_stale(tmp_pat
     (temp,) = seen
     assert temp.startswith(".last.npz.") and temp.endswith(".tmp")
     (tmp_path / temp).write_bytes(b"left by a killed process")
-    remove_stale_temps(tmp_path)
+    remove_stale_temps(tmp_path, ["last.npz"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
 
 
@@ -133,12 +133,15 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "last.npz").stat().st_mode) == 0o666 & ~umask
 
 
-def test_stale_temp_files_of_a_killed_write_are_removed(tmp_path):
+def test_stale_temp_files_of_a_killed_write_are_removed_and_a_users_files_are_not(tmp_path):
     (tmp_path / ".last.npz.k2j4.tmp").write_bytes(b"cut off")
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".metrics.jsonl.a1b2.tmp").write_bytes(b"cut off")
+    for mine in ("notes.txt", ".notes.old.tmp", ".last.npz.tmp", ".lastXnpz.k2j4.tmp"):  # not atomic_write's temps
+        (tmp_path / mine).write_text("mine")
     save_good(tmp_path / "last.npz")
-    remove_stale_temps(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz", "notes.txt"]
+    remove_stale_temps(tmp_path, ["last.npz", "metrics.jsonl"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.npz.tmp", ".lastXnpz.k2j4.tmp", ".notes.old.tmp",
+                                                          "last.npz", "notes.txt"]
 
 
 def test_loading_refuses_pickles_and_reports_truncation_and_absence(tmp_path):
