@@ -477,8 +477,10 @@ def test_a_frame_cache_that_is_not_ours_is_named_and_never_used(tmp_path):
     cache = tmp_path / "cache.npz"
     frames, _ = dvs.cached_frames(source, cache, 2, size=8)
     assert frames.dtype == np.float32 and frames.shape == (2, 2, 8, 8)
+    with np.load(cache) as archive:
+        made_from = archive["source"]  # the recording's size and time: the cache claims to be of it
     for wrong in (frames.astype(np.float64), frames[:, :, :4]):  # another dtype, another size
-        np.savez(cache, frames=wrong, skipped=np.int64(0))
+        np.savez(cache, frames=wrong, skipped=np.int64(0), source=made_from)
         with pytest.raises(DatasetError, match=f"{cache}: cached frames are .*expected float32.*delete it"):
             dvs.cached_frames(source, cache, 2, size=8)
     cache.write_bytes(b"not an npz")
@@ -526,6 +528,20 @@ def test_a_cache_exactly_as_new_as_its_recording_is_used(tmp_path, monkeypatch):
         raise AssertionError(f"{path} was parsed again although its cache is as new as it")
     monkeypatch.setattr(dvs, "read_aedat", broken_reader)
     np.testing.assert_array_equal(dvs.cached_frames(source, cache, 2, size=8)[0], frames)
+
+
+def test_cache_is_rebuilt_when_the_recording_is_replaced_even_by_an_older_file(tmp_path):
+    # e.g. a corrected data set extracted over the old one: unzip and tar restore the archive's (older) times
+    source, cache = tmp_path / "rec.aedat", tmp_path / "rec.npz"
+    dvs.write_aedat(source, *random_events(np.random.default_rng(0), 50))
+    old = dvs.cached_frames(source, cache, 2, size=8)[0]
+    stamp = cache.stat().st_mtime_ns - 10 ** 10
+    dvs.write_aedat(source, [0, 1, 2], [0, 0, 0], [0, 0, 0], [1, 1, 1])
+    os.utime(source, ns=(stamp, stamp))  # the replacement is older than the cache
+    new = dvs.cached_frames(source, cache, 2, size=8)[0]
+    assert new.sum() == 3 and not np.array_equal(new, old)
+    np.savez(cache, frames=old, skipped=np.int64(0))  # a cache of an earlier minisnn, without the recording's stamp
+    np.testing.assert_array_equal(dvs.cached_frames(source, cache, 2, size=8)[0], new)
 
 
 def test_cache_is_rebuilt_when_the_recording_is_newer(tmp_path):

@@ -314,26 +314,34 @@ def cached_frames(source, cache_file, T, split_by="number", size=48, split_rule=
     """(frames, skipped) of ``source``: ``events_to_frames`` of ``read_aedat(source)`` and its skipped-record
     count, computed once and kept in the .npz ``cache_file``.
 
-    The cache is reused while it is at least as new as ``source``; it is written atomically, so an
-    interrupted run never leaves a half-written cache behind.
+    The cache records the size and modification time of the recording it was made from, and is reused
+    only while the recording still has both: a recording replaced by another -- newer, or older, as
+    unzip restores an archive's times -- is read again. It is written atomically, so an interrupted run
+    never leaves a half-written cache behind.
     """
     source, cache_file = Path(source), Path(cache_file)
     _check_frame_args(T, split_by, size, split_rule, resize, "cached_frames")
     shape = (T, 2, size, size)
-    if cache_file.exists() and cache_file.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+    made = source.stat()
+    made_from = np.array([made.st_size, made.st_mtime_ns], dtype=np.int64)  # the recording, as it is now
+    if cache_file.exists():
         try:
             with np.load(cache_file) as archive:
-                frames, skipped = archive["frames"], int(archive["skipped"])
+                current = "source" in archive.files and np.array_equal(archive["source"], made_from)
+                if current:
+                    frames, skipped = archive["frames"], int(archive["skipped"])
         except Exception as err:  # zipfile, pickle, key and type errors alike: the file is not our cache
             raise DatasetError(f"{cache_file}: unreadable frame cache ({type(err).__name__}: {err}); "
                                "delete it to rebuild") from err
-        if frames.shape != shape or frames.dtype != np.float32:
-            raise DatasetError(f"{cache_file}: cached frames are {frames.dtype} {frames.shape}, expected float32 "
-                               f"{shape}; delete it to rebuild")
-        return frames, skipped
+        if current:
+            if frames.shape != shape or frames.dtype != np.float32:
+                raise DatasetError(f"{cache_file}: cached frames are {frames.dtype} {frames.shape}, expected "
+                                   f"float32 {shape}; delete it to rebuild")
+            return frames, skipped
     t, x, y, p, skipped = read_aedat(source)
     frames = events_to_frames(t, x, y, p, T, split_by, size, split_rule, resize)
-    atomic_write(cache_file, lambda f: np.savez_compressed(f, frames=frames, skipped=np.int64(skipped)))
+    atomic_write(cache_file, lambda f: np.savez_compressed(f, frames=frames, skipped=np.int64(skipped),
+                                                           source=made_from))
     return frames, skipped
 
 
