@@ -324,7 +324,7 @@ def load_data(config):
     else:
         options = dict(config["dataset_args"])
         if config["dataset"] == "cifar10-dvs":
-            options["T"] = config["T"]
+            options.update(T=config["T"], progress=config["progress"])
         data = get_dataset(config["dataset"], data_dir=config["data_dir"], download=config["download"],
                            **options)
     return limit(data, config["limit_train"], config["limit_test"])

@@ -32,7 +32,9 @@ def test_train_and_eval_on_event_files(tmp_path, capsys):
                      "--batch-size", "8", "--optimizer", "adam", "--lr", "0.01", "--out", str(out),
                      "--no-progress"])
     assert code == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out_text, err_text = capsys.readouterr()
+    assert "CIFAR10-DVS frames" not in err_text  # --no-progress: no bar while the frames are made either
+    last = json.loads(out_text.strip().splitlines()[-1])
     assert last["epoch"] == 2 and np.isfinite(last["train_loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["dataset_args"] == {"size": 16}

@@ -14,8 +14,10 @@ def test_cifar10_dvs_options_reach_the_reader_and_default_to_ten_frames_of_48_by
 
     monkeypatch.setattr(registry, "load_cifar10_dvs", reader)
     data = registry.get_dataset("cifar10-dvs", data_dir=tmp_path)
-    assert asked[-1] == {"T": 10, "size": 48, "split_by": "number", "split_rule": "even", "resize": "sum"}
+    assert asked[-1] == {"T": 10, "size": 48, "split_by": "number", "split_rule": "even", "resize": "sum",
+                         "progress": True}
     assert data.train_x.shape == (2, 10, 2, 48, 48)
-    options = {"T": 4, "size": 16, "split_by": "time", "split_rule": "spikingjelly", "resize": "bilinear"}
+    options = {"T": 4, "size": 16, "split_by": "time", "split_rule": "spikingjelly", "resize": "bilinear",
+               "progress": False}
     registry.get_dataset("cifar10-dvs", data_dir=tmp_path, **options)
     assert asked[-1] == options

@@ -17,18 +17,20 @@ def _digits(data_dir, download):  # bundled with scikit-learn: nothing to find o
     return Dataset("digits", *load_digits(), DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD)
 
 
-def _cifar10_dvs(data_dir, download, T=10, size=48, split_by="number", split_rule="even", resize="sum"):
+def _cifar10_dvs(data_dir, download, T=10, size=48, split_by="number", split_rule="even", resize="sum",
+                 progress=True):
     """Event frames [N, T, 2, size, size] (no normalisation), shifted and flipped for training.
 
     split_by "number" | "time", split_rule "even" | "spikingjelly", resize "sum" | "bilinear": see
-    ``minisnn.data.cifar10_dvs``.
+    ``minisnn.data.cifar10_dvs``. progress: a progress bar while the frames are made or read.
     """
     if download or data_dir is None:
         raise DatasetError(
             "CIFAR10-DVS is not downloaded automatically (about 7 GB of AEDAT files). Get the recordings "
             "from the data set's official figshare page (Li et al. 2017, 'CIFAR10-DVS'), unpack the ten class "
             "folders (airplane ... truck) into one folder and pass it with --data-dir.")
-    arrays = load_cifar10_dvs(data_dir, T=T, split_by=split_by, size=size, split_rule=split_rule, resize=resize)
+    arrays = load_cifar10_dvs(data_dir, T=T, split_by=split_by, size=size, split_rule=split_rule, resize=resize,
+                              progress=progress)
     return Dataset("cifar10-dvs", *arrays, CIFAR10_DVS_CLASSES, (0.0, 0.0), (1.0, 1.0), augment=shift_and_flip)
 
 
