@@ -173,7 +173,8 @@ def export_command(args):
 
 
 def doctor_command(args):
-    """Print what minisnn finds on this machine; exit status 1 when a device asked for does not work."""
+    """Print what minisnn finds on this machine; exit status 1 when a setting is bad or a device asked for
+    does not work."""
     from .doctor import report
     lines, ok = report()
     print("\n".join(lines))
@@ -237,7 +238,8 @@ def main(argv=None):
                 "doctor": doctor_command}
     from .train import TrainingDiverged
     try:
-        check_settings()
+        if args.command != "doctor":  # the doctor reports a bad setting instead
+            check_settings()
         return commands[args.command](args)
     except TrainingDiverged as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

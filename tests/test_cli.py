@@ -441,6 +441,29 @@ def test_doctor_exits_1_when_the_device_asked_for_does_not_work(capsys, monkeypa
     assert cli.main(["doctor"]) == 0
 
 
+@pytest.mark.parametrize("variable, value, says", [
+    ("MINISNN_THREADS", "two", "CPU workers: BAD SETTING: $MINISNN_THREADS must be a positive integer, got 'two'"),
+    ("MINISNN_GPU_CHUNK_MB", "0", "CPU workers: BAD SETTING: $MINISNN_GPU_CHUNK_MB must be a positive number"),
+    ("MINISNN_DIST_TIMEOUT", "inf", "data-parallel deadline: BAD SETTING: $MINISNN_DIST_TIMEOUT must be a positive"),
+])
+def test_doctor_reports_a_bad_setting_instead_of_refusing_to_run(capsys, monkeypatch, variable, value, says):
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert says in out and f"minisnn {__version__}" in out and "data folder: " in out
+
+
+def test_doctor_shows_the_settings_it_runs_with(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(backend.ENV_VAR, "cpu")
+    monkeypatch.setenv("MINISNN_DATA", str(tmp_path))
+    monkeypatch.setenv("MINISNN_DIST_TIMEOUT", "30")
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"data folder: {tmp_path} ($MINISNN_DATA={tmp_path})" in out
+    assert "data-parallel deadline: 30 s ($MINISNN_DIST_TIMEOUT=30)" in out
+
+
 def train_parser():
     return next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
 
