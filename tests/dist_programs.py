@@ -2,6 +2,7 @@
 
     python tests/dist_programs.py failing-rank MODE     rank 1 stalls / is killed / raises at step 3 of a
                                                         training loop; rank 0 must not wait forever
+    python tests/dist_programs.py late-rank            rank 1 comes to the one allreduce 0.5 s late, then both end
     python tests/dist_programs.py ctrl-c STEP RANK ARGS...   ``minisnn ARGS...`` where rank RANK presses Ctrl-C
                                                         during step STEP (counted from 1 in this process)
     python tests/dist_programs.py ctrl-c-late STEP RANK ARGS...   the same, the Ctrl-C (a real SIGINT) coming
@@ -39,6 +40,16 @@ def failing_rank(mode):
     print(f"rank {dp.rank} finished", flush=True)
 
 
+def late_rank():
+    """Rank 1 reaches the only allreduce 0.5 s after rank 0, then both finish at once."""
+    from minisnn.dist import world
+    group = world()
+    if group.rank == 1:
+        time.sleep(0.5)
+    group.allreduce_(np.ones(3), what="the late allreduce")
+    print(f"rank {group.rank} finished", flush=True)
+
+
 def ctrl_c(step, rank, argv, late=False):
     from minisnn import cli
     from minisnn.dist import data_parallel
@@ -61,6 +72,8 @@ def ctrl_c(step, rank, argv, late=False):
 if __name__ == "__main__":
     if sys.argv[1] == "failing-rank":
         failing_rank(sys.argv[2])
+    elif sys.argv[1] == "late-rank":
+        late_rank()
     elif sys.argv[1] in ("ctrl-c", "ctrl-c-late"):
         sys.exit(ctrl_c(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:], late=sys.argv[1] == "ctrl-c-late"))
     else:

@@ -136,3 +136,11 @@ def test_an_error_on_the_command_line_of_two_ranks_is_one_line_and_exit_2(tmp_pa
     assert "error: a training batch of 1 rows cannot be split over 2 ranks" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "last.npz").exists()
+
+
+def test_a_deadline_that_passed_fails_the_job_even_when_the_wait_then_ends():
+    # rank 0 waits 0.5 s for rank 1 with a 0.1 s deadline: it reports the stall, and although the allreduce
+    # then completes and the program ends during the pause before MPI_Abort, the job must not exit 0
+    result = run([str(PROGRAMS), "late-rank"], ranks=2, timeout=60, MINISNN_DIST_TIMEOUT="0.1")
+    assert "error: rank 0 of 2 waited 0.1 s for the late allreduce" in result.stderr
+    assert result.returncode != 0

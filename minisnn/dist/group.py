@@ -18,6 +18,7 @@ ranks that did arrive would wait for it indefinitely; instead each MPI collectiv
 what it waited for and stops the whole job with MPI_Abort. (``mpiexec`` itself also ends the job when one
 of its processes is killed; the deadline covers a rank that hangs, and launchers that do not.)
 """
+import atexit
 import contextlib
 import os
 import sys
@@ -184,7 +185,15 @@ class MpiGroup:
     def _stalled(self, what):
         print(f"error: rank {self.rank} of {self.size} waited {self.timeout:g} s for {what}: another rank has "
               f"died or stalled; stopping all ranks (${TIMEOUT_ENV_VAR} sets the wait)", file=sys.stderr)
+        atexit.register(_exit_now, EXIT_CODE)  # should the program end during abort's pause, it still fails
         self.abort()
+
+
+def _exit_now(code):
+    """End this process with ``code`` at once, its output flushed (no more exit handlers run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _abort_on_uncaught_exceptions(group):
