@@ -483,6 +483,11 @@ def test_a_frame_cache_that_is_not_ours_is_named_and_never_used(tmp_path):
         np.savez(cache, frames=wrong, skipped=np.int64(0), source=made_from)
         with pytest.raises(DatasetError, match=f"{cache}: cached frames are .*expected float32.*delete it"):
             dvs.cached_frames(source, cache, 2, size=8)
+    poisoned = frames.copy()
+    poisoned[0, 0, 0, 0] = np.nan
+    np.savez(cache, frames=poisoned, skipped=np.int64(0), source=made_from)
+    with pytest.raises(DatasetError, match=f"{cache}: cached frames hold NaN or infinity .*delete it"):
+        dvs.cached_frames(source, cache, 2, size=8)
     cache.write_bytes(b"not an npz")
     with pytest.raises(DatasetError, match="unreadable frame cache"):
         dvs.cached_frames(source, cache, 2, size=8)

@@ -173,6 +173,14 @@ def test_a_file_that_is_not_an_image_is_an_error_naming_it(folder):
         get_dataset("imagefolder", data_dir=folder)
 
 
+def test_a_broken_link_is_an_error_naming_it_and_where_it_points(folder, tmp_path):
+    link = folder / "train" / "ant" / "moved.png"
+    link.symlink_to(tmp_path / "elsewhere" / "moved.png")
+    with pytest.raises(DatasetError, match=rf"{link}: a link to {tmp_path / 'elsewhere' / 'moved.png'}, which does not "
+                                           "exist; mend the link"):
+        get_dataset("imagefolder", data_dir=folder)
+
+
 def test_folder_layout_errors(folder, tmp_path):
     (folder / "val" / "yak").mkdir()
     with pytest.raises(DatasetError, match=r"class folders \['yak'\] are not among the 3 training classes"):

@@ -337,6 +337,9 @@ def cached_frames(source, cache_file, T, split_by="number", size=48, split_rule=
             if frames.shape != shape or frames.dtype != np.float32:
                 raise DatasetError(f"{cache_file}: cached frames are {frames.dtype} {frames.shape}, expected "
                                    f"float32 {shape}; delete it to rebuild")
+            if not np.isfinite(frames).all():
+                raise DatasetError(f"{cache_file}: cached frames hold NaN or infinity (event counts never do); "
+                                   "delete it to rebuild")
             return frames, skipped
     t, x, y, p, skipped = read_aedat(source)
     frames = events_to_frames(t, x, y, p, T, split_by, size, split_rule, resize)

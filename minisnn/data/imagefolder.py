@@ -25,6 +25,7 @@ trainer stops after its step), and one that dies is an error saying so. Needs Pi
 """
 import contextlib
 import multiprocessing
+import os
 import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -81,6 +82,9 @@ def list_split(folder, classes=None):
             continue
         count = len(paths)
         for entry in sorted(class_dir.iterdir()):
+            if entry.is_symlink() and not entry.exists():
+                raise DatasetError(f"{entry}: a link to {os.readlink(entry)}, which does not exist; mend the link "
+                                   "or move it out of the data set")
             if not entry.name.lower().endswith(IMAGE_EXTENSIONS) or not entry.is_file():
                 raise DatasetError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)} "
                                    "in a class folder); move it out of the data set")
