@@ -190,13 +190,14 @@ def main(argv=None):
         centre(Tensor(batch))
     print(f"after 50 training batches: running = {centre.running.round(3)}  (the data's mean is [3, -1])")
     print("state_dict holds the buffer too:", {k: v.round(3) for k, v in centre.state_dict().items()})
+    buffer_converged = float(np.abs(centre.running - np.array([3.0, -1.0])).max())
     probe = Tensor(np.array([[3.0, -1.0], [4.0, 0.0]]))
     train_out = centre(probe).data
+    print(f"the probe in training mode (batch mean removed): {train_out.round(3).tolist()};\n"
+          f"  being a training batch, it also moved running to {centre.running.round(3)} (its mean is [3.5, -0.5])")
     centre.eval()
     eval_out = centre(probe).data
-    print(f"the same two rows, training mode (batch mean removed): {train_out.round(3).tolist()}")
-    print(f"                   eval mode (running mean removed):  {eval_out.round(3).tolist()}")
-    buffer_converged = float(np.abs(centre.running - np.array([3.0, -1.0])).max())
+    print(f"the same probe in eval mode (running mean removed): {eval_out.round(3).tolist()}")
 
     section("4. saving and loading")
     path = output_dir() / "03_engine_mlp.npz"
