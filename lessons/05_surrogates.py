@@ -110,8 +110,9 @@ def main(argv=None):
     steps, lr = (30, 2.0) if FAST else (150, 2.0)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     final_loss = {}
+    W_start = rng.standard_normal((n_out, n_in)) * 0.1          # every surrogate starts from the same weights
     for name in NAMES + ("true derivative",):
-        W = Tensor(rng.standard_normal((n_out, n_in)) * 0.1, requires_grad=True)
+        W = Tensor(W_start.copy(), requires_grad=True)
         surrogate = TrueDerivative() if name == "true derivative" else name
         losses = []
         for _ in range(steps):
