@@ -136,7 +136,7 @@ def main(argv=None):
     section("3. why alpha * V_th: the currents the neurons see")
     x = rng.standard_normal((T, 64 if FAST else 256, C, H, H)).astype(np.float32) * 5 + 1
     with no_grad():
-        currents = {"tdBN": TdBN(C)(Tensor(x)).data, "plain BN": BatchNorm(C)(Tensor(x)).data}
+        currents = {"tdBN": TdBN(C)(Tensor(x)).data, "plain BN": BatchNorm(C, per_timestep=True)(Tensor(x)).data}
     width = SURROGATE_WIDTH
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     share, window, rates = {}, {}, {}
