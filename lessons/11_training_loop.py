@@ -124,7 +124,7 @@ def main(argv=None):
     print(f"the Trainer built: {type(trainer.optimizer).__name__}(lr={LR}, momentum={trainer.optimizer.momentum}, "
           f"weight_decay={trainer.optimizer.weight_decay}) and {type(trainer.schedule).__name__} over "
           f"{trainer.schedule.total_steps} steps")
-    print(f"({type(trainer.optimizer).__name__} is optim.SGD's fast version for the CPU, as in lesson 07 (a subclass of it: "
+    print(f"{type(trainer.optimizer).__name__} is optim.SGD's fast version for the CPU, as in lesson 07 (a subclass of it: "
           f"{isinstance(trainer.optimizer, SGD)}), with the same update")
     with Timer() as trainer_time:
         history = trainer.fit()
