@@ -6,8 +6,9 @@ did not fire any spikes", snntorch#219). A forward hook is a function the module
 forward pass, ``hook(module, inputs, output)``; ``register_forward_hook`` returns a handle whose
 ``remove()`` takes it away again (a pre-hook, ``hook(module, inputs)``, runs before).
 
-Why a silent layer is fatal: its neurons' membranes sit far below V_th, where the surrogate gradient
-h'(u - V_th) = (1/a) 1{|u - V_th| < a/2} is zero (lesson 05). So by STBP (lesson 06)
+Why a silent layer is fatal: once a layer receives no spikes at all, its currents are exactly 0 (the
+convs have no bias), so its membranes sit at u = 0 = V_th - a/2, on the open edge of the window where
+the surrogate gradient h'(u - V_th) = (1/a) 1{|u - V_th| < a/2} is zero (lesson 05). So by STBP (lesson 06)
 
     dL/dx[t] = dL/do[t] h'(u[t] - V_th) + ...  = 0     for every neuron of the layer,
 
