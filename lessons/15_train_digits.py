@@ -83,7 +83,8 @@ def main(argv=None):
     save_figure(fig, "15_rates_and_answers.png")
     print(f"{int((predicted == labels).sum())} of 16 shown digits right")
     totals = rec.totals()
-    print(f"per test digit: {totals['sops']:.3g} SOPs and {totals['snn_macs']:.3g} real MACs (the analog first layer) "
+    print(f"per test digit: {totals['sops']:.3g} SOPs and {totals['snn_macs']:.3g} real MACs (the layers with analog inputs: "
+          f"the first conv, on the image, and the read-out, on spikes averaged by the pooling)\n"
           f"instead of {totals['ann_macs']:.3g} MACs for the same net as an ANN")
     return finish({"test_accuracy": history[-1]["test_acc"], "epochs": len(history),
                    "checkpoint_written": (run / "last.npz").is_file(),
