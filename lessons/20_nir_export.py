@@ -134,8 +134,8 @@ def main(argv=None):
     for kind, names in kinds.items():
         print(f"{kind:<10} {len(names):>2}: {', '.join(names)}")
     joins = [target for target in graph.nodes if sum(1 for _, t in graph.edges if t == target) > 1]
-    print(f"nodes with two incoming edges (the residual sums): {joins} <- "
-          f"{[s for s, t in graph.edges if t == joins[0]]}")
+    print("nodes with two incoming edges (the residual sums): "
+          + "; ".join(f"{j} <- {[s for s, t in graph.edges if t == j]}" for j in joins))
     lif_node = graph.nodes[joins[0]]
     print(f"LIF node {joins[0]!r}: tau {float(lif_node.tau.flat[0]):.6g}, r {float(lif_node.r.flat[0]):.6g}, "
           f"v_threshold {float(lif_node.v_threshold.flat[0])}, arrays of shape {lif_node.tau.shape} (C, H, W)")
