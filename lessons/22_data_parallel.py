@@ -36,7 +36,7 @@ real MPI processes):
    third of it (36 % here) -- and they equal, bit for bit here, one process that normalises each half
    separately.
 2. The statistics themselves: the per-channel means of the first tdBN layer in each shard and in the
-   whole batch (``data_parallel_tdbn_stats.png``, left).
+   whole batch (``22_data_parallel_tdbn_stats.png``, left).
 3. A short training run (40 steps of Adam on the same batches): the distance of the 2-rank weights from
    the one-process weights, step by step (right). With sync-norm it stays at rounding level (1e-8 to
    1e-7); per rank it is 1 % after the first step and 8 % after 40. Both train (44 % and 42 % test
