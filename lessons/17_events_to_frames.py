@@ -152,6 +152,7 @@ def main(argv=None):
           " README's DVS section; the paper trains ResNet-19 on T = 10 frames)")
 
     return finish({"hand_equals_engine": gaps, "events": len(t), "events_per_frame_by_number": spread.astype(int).tolist(),
+                   "events_per_frame_by_time": frames["time"].sum(axis=(1, 2, 3)).astype(int).tolist(),
                    "aedat_round_trip": round_trip, "first_record_decoded": decoded == (int(t[0]), int(x[0]), int(y[0]),
                                                                                        int(p[0])),
                    "logits_shape": list(logits.shape)},

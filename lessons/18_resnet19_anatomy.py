@@ -129,7 +129,9 @@ def main(argv=None):
     save_figure(fig, "18_resnet19_anatomy.png")
     return finish({"parameters": model.num_parameters(), "synaptic_layers": len(rows), "macs_by_hand": total_macs,
                    "macs_recorder": totals["ann_macs"], "sops_per_image": totals["sops"],
-                   "energy_uj": [totals["ann_energy_uj"], totals["snn_energy_uj"]]},
+                   "energy_uj": [totals["ann_energy_uj"], totals["snn_energy_uj"]],
+                   "share_by_stage": {stage: [params / model.num_parameters(), macs / total_macs]
+                                      for stage, (params, macs) in by_stage.items()}},
                   "lesson 19 -- folding tdBN into the convolutions, and counting synaptic operations exactly.")
 
 

@@ -175,6 +175,8 @@ def claim_17(r, fast):
     assert r["hand_equals_engine"] == {"number": 0, "time": 0}
     counts = r["events_per_frame_by_number"]
     assert sum(counts) == r["events"] and max(counts) - min(counts) <= 1
+    by_time = r["events_per_frame_by_time"]                         # the bar accelerates: later slices hold more
+    assert sum(by_time) == r["events"] and all(a < b for a, b in zip(by_time, by_time[1:])), by_time
     assert r["aedat_round_trip"] and r["first_record_decoded"] and r["logits_shape"] == [2, 10]
 
 
@@ -183,6 +185,9 @@ def claim_18(r, fast):
     assert 12.6e6 < r["parameters"] < 12.8e6 and r["synaptic_layers"] == 21
     ann, snn = r["energy_uj"]
     assert snn < ann
+    share = r["share_by_stage"]                                     # [parameters, MACs] of each stage
+    assert 0.6 < share["512-wide (8x8)"][0] < 0.7                   # two thirds of the parameters ...
+    assert all(share[s][1] > 0.2 for s in ("128-wide (32x32)", "256-wide (16x16)", "512-wide (8x8)"))  # ... the MACs spread
 
 
 def claim_19(r, fast):
