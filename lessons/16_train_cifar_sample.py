@@ -12,8 +12,9 @@ and presented unchanged at every timestep.
 A CPU minute buys little on CIFAR-10, so this is a taste, not a result: a resnet_small of width 8
 sees the first 2,500 training images twice and gets clearly above chance (10%): about 25% on the
 517 test images. Given 18 minutes of this CPU and all 5,085 images, the README's CIFAR-sample
-command (width 32, stride 2 in every stage, 25 epochs) reaches about 60%. The paper's
-ResNet-19 on all 50,000 images for 200 epochs (92-93%) is a GPU job -- see the README and lesson 21.
+command (width 32, stride 2 in every stage, 25 epochs) reaches about 60%. ResNet-19 on all
+50,000 images for the README's 200 epochs (the paper reports 92-93%) is a GPU job -- see the README
+and lesson 21.
 
 What you will see:
 

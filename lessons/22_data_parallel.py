@@ -5,9 +5,10 @@ batch, why adding their gradients gives exactly the gradient of the whole batch,
 statistics are taken over the batch -- is the one place where that is not so unless the ranks share
 their statistics (``--sync-norm``).
 
-One process runs out of time long before the paper's ResNet-19 finishes 200 epochs. The way out that
-every framework takes is data parallelism: K copies of the program (ranks), each with the same weights,
-each computing the gradient on its own shard of the batch, then adding the K gradients together.
+One process runs out of time long before ResNet-19 finishes the README's 200 epochs on CIFAR-10. The
+way out that every framework takes is data parallelism: K copies of the program (ranks), each with
+the same weights, each computing the gradient on its own shard of the batch, then adding the K
+gradients together.
 
 Why that is the same as one large batch. The loss of a batch of B examples is the mean of their losses,
 L = (1/B) sum_i l_i. Cut the batch into K shards of n_k rows and let rank k compute the sum of its own
