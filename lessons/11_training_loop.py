@@ -11,8 +11,8 @@ written out in about 20 lines, and then the engine's ``Trainer`` doing exactly t
 SGD with momentum mu = 0.9 and weight decay wd = 5e-4 under a cosine schedule is the optimiser of
 most spiking-ResNet recipes (the README's GPU command uses it; whether it is the paper's exact setting
 is not claimed, as the paper's text was not available to this project). It is written as PyTorch
-does: the decay is added to the gradient, the momentum buffer starts at the first gradient. For small runs on a CPU the later
-lessons use Adam, whose update is
+does: the decay is added to the gradient, the momentum buffer starts at the first gradient. For small
+runs on a CPU the later lessons use Adam, whose update is
 
     m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2,   p = p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
 
