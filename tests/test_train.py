@@ -19,7 +19,7 @@ from minisnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minisnn.core import Config
 from minisnn.data import crop_and_flip
 from minisnn.evaluate import evaluate
-from minisnn.experiment import make_config
+from minisnn.experiment import ConfigError, make_config
 from minisnn.train import Trainer, TrainingDiverged
 
 from conftest import SAMPLE
@@ -168,7 +168,8 @@ def test_resuming_on_training_data_of_another_size_is_refused_naming_both_sizes(
         (other / f"data_batch_{i}").write_bytes(pickle.dumps({b"data": batch[b"data"][:5],
                                                               b"labels": batch[b"labels"][:5]}))
     before = (tmp_path / "run" / "last.npz").read_bytes()
-    with pytest.raises(CheckpointError, match=r"trained on 48 training images, but .* gives 25"):
+    with pytest.raises(CheckpointError, match=rf"trained on 48 training images, but the data in {other.parent} gives "
+                                              r"25; give the --data-dir of the run's own data"):
         train_module.train(resume=True, out=str(tmp_path / "run"), data_dir=str(other.parent))
     assert (tmp_path / "run" / "last.npz").read_bytes() == before
 
@@ -456,7 +457,6 @@ def test_a_gpu_step_reads_the_device_once(stand_in, cifar_sample, tmp_path):
 
 # ------------------------------------------------------------------------------- the run folder
 def test_the_run_folder_is_checked_before_any_work(tmp_path, monkeypatch):
-    from minisnn.experiment import ConfigError
     fresh = tmp_path / "fresh"
     with pytest.raises(ConfigError, match="--lr must be"):  # a new run by default: its flags are checked first
         train_module.train(out=str(fresh), lr=-1)
@@ -494,8 +494,15 @@ def test_overwrite_removes_the_old_runs_files_and_every_job_removes_stale_temps(
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["eval", "eval/mine.txt", "notes.txt"]
     (run / "eval" / "mine.txt").unlink()
     (run / "eval").rmdir()
+    (run / "eval").mkdir()
+    (run / "eval" / "layers.json").write_text("an evaluation of a run deleted by hand")
+    assert train_module.run_folder(run, False, False) == []  # a new run without --overwrite deletes nothing
     (run / ".metrics.jsonl.a1b2.tmp").write_text("cut off")
     (run / "last.npz").write_text("a checkpoint")
+    with pytest.raises(ConfigError, match="--resume and --overwrite contradict each other"):
+        train_module.run_folder(run, True, True)
+    (run / "eval" / "layers.json").unlink()
+    (run / "eval").rmdir()
     train_module.run_folder(run, True, False)  # resume: the checkpoint stays, the stale temp goes
     assert sorted(p.name for p in run.iterdir()) == ["last.npz", "notes.txt"]
 
