@@ -131,9 +131,13 @@ def test_a_new_run_into_a_run_folder_is_refused_unless_overwrite(run, capsys):
     before = snapshot(run)
     code, _, err = minisnn(capsys, "train", *TINY, "--out", run)
     assert code == 2 and "--resume" in err and "--overwrite" in err and snapshot(run) == before
+    (run / "eval").mkdir()
+    (run / "eval" / "layers.json").write_text("[]")  # what minisnn eval wrote for the old run
+    (run / "notes.txt").write_text("mine")
     code, _, _ = minisnn(capsys, "train", *TINY, "--epochs", "2", "--seed", "1", "--out", run, "--overwrite")
     assert code == 0 and load_checkpoint(run / "last.npz")["meta"]["config"]["seed"] == 1
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not (run / "eval" / "layers.json").exists() and (run / "notes.txt").read_text() == "mine"
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(run, tmp_path, capsys):
