@@ -827,6 +827,16 @@ EXPLAINED = {
         EQ, "NumPy's default integer is int64 here (and everywhere with NumPy 2); Batches converts again"),
     "imagefolder.py:load_image: argument: np.asarray(..., dtype=np.uint8) -> without dtype": (
         EQ, "an RGB Pillow image converts to uint8 by itself"),
+    "imagefolder.py:read_image: argument: np.asarray(..., dtype=np.int64) -> without dtype": (
+        EQ, "a 16-bit image comes as uint16 (I;16) or int32 (I): shifted right by 8 and clipped to 0..255 either "
+            "gives the same bytes as int64"),
+    "imagefolder.py:read_image: constant: 255 -> 256": (
+        EQ, "the image formats a folder may hold (PNG, PGM/PPM, ...) store at most 16 bits, so a value shifted right "
+            "by 8 is at most 255 and the clip never acts"),
+    "cifar10_dvs.py:cached_frames: argument: np.array(..., dtype=np.int64) -> without dtype": (
+        EQ, "a size and a time in nanoseconds are Python ints, which NumPy 2 makes int64 on every platform"),
+    "cifar10_dvs.py:cached_frames: argument: np.array_equal(archive['source'], made_from) -> the two swapped": (
+        EQ, "array_equal is symmetric"),
     "experiment.py:_cifar10_test_split: argument: Dataset(..., augment=crop_and_flip) -> without augment": (
         EQ, "this data set has no training images (eval and export read the test batch only); augment acts on "
             "training batches alone"),

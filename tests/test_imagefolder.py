@@ -279,6 +279,22 @@ def test_a_folder_without_class_folders_or_without_images_is_an_error_saying_so(
         load_image_folder(tmp_path, workers=0)
 
 
+def test_a_validation_folder_whose_class_folders_are_all_empty_is_an_error_saying_so(folder):
+    for class_dir in (folder / "val").iterdir():
+        for image in class_dir.iterdir():
+            image.unlink()
+    with pytest.raises(DatasetError, match=r"val: no images in its class folders"):
+        load_image_folder(folder, workers=0)
+
+
+def test_a_link_to_an_image_is_read_as_that_image(folder, tmp_path):
+    kept = tmp_path / "kept.png"
+    (folder / "train" / "ant" / "1.png").rename(kept)
+    (folder / "train" / "ant" / "1.png").symlink_to(kept)
+    data = load_image_folder(folder, size=8, workers=0)
+    assert len(data.train_y) == 12 and str(folder / "train" / "ant" / "1.png") in list(data.train_x)
+
+
 def test_an_empty_training_class_folder_is_refused_naming_it_before_a_model_with_an_unlearnable_class_trains(folder):
     (folder / "train" / "dog").mkdir()  # e.g. a class whose archive was not unpacked
     with pytest.raises(DatasetError, match=r"train/dog: a training class folder without images.*remove the folder"):
@@ -437,6 +453,19 @@ def test_a_ctrl_c_reaches_the_trainer_alone_and_the_decoding_workers_go_on(folde
     for worker in workers:
         os.kill(worker.pid, signal.SIGINT)
     assert len(list(batches)) == 5
+
+
+def test_the_trainer_itself_still_answers_ctrl_c_after_starting_its_decoding_workers(folder):
+    data = get_dataset("imagefolder", data_dir=folder, image_size=8, workers=1)
+    assert len(list(data.loader("train", 2).batches())) == 6
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # unblocked again in this process
+
+
+def test_sigint_blocked_is_a_plain_block_where_signal_masks_do_not_exist(monkeypatch):
+    monkeypatch.delattr(signal, "pthread_sigmask")  # (Windows)
+    with imagefolder.sigint_blocked():
+        ran = True
+    assert ran
 
 
 def test_a_decoding_worker_that_dies_is_an_error_saying_so_not_a_broken_pool_traceback(folder):
