@@ -174,8 +174,8 @@ class Trainer:
             self.optimizer.load_state_dict(scalars(state["optim"]))
             self.schedule.load_state_dict(scalars(state["sched"]))
         except (KeyError, ValueError, TypeError) as err:
-            raise CheckpointError(f"{path} does not fit the model its config describes: {type(err).__name__}: "
-                                  f"{err}") from err
+            raise CheckpointError(f"{path} does not fit the run its config describes (model, optimizer and "
+                                  f"schedule state): {type(err).__name__}: {err}") from err
         self.epoch, self.step, self.history = epoch, step, history
         if self.dp.is_writer:                              # [dist] the saved sums are all ranks': rank 0 keeps them
             self.sums = dict(self.empty_sums(), **sums)

@@ -281,7 +281,8 @@ def test_resuming_a_checkpoint_without_its_schedule_says_so_in_one_line(run, cap
     state = load_checkpoint(run / "last.npz")
     save_checkpoint(run / "last.npz", state["meta"], model=state["model"], optim=state["optim"])
     code, _, err = minisnn(capsys, "train", "--resume", "--out", run, "--epochs", "2")
-    assert code == 2 and "does not fit the model its config describes" in err and "position" in err, err
+    assert code == 2 and "does not fit the run its config describes (model, optimizer and schedule" in err, err
+    assert "KeyError" in err and "position" in err, err
 
 
 def test_resuming_with_no_more_epochs_than_done_says_how_many_to_give(run, capsys):

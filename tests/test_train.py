@@ -147,7 +147,8 @@ def test_resuming_refuses_a_checkpoint_of_another_experiment_or_model(cifar_samp
     state["model"]["stem.0.conv.weight"] = state["model"]["stem.0.conv.weight"][:2]
     save_checkpoint(tmp_path / "last.npz", state["meta"], model=state["model"], optim=state["optim"],
                     sched=state["sched"])
-    with pytest.raises(CheckpointError, match="does not fit the model its config describes"):
+    with pytest.raises(CheckpointError, match=r"does not fit the run its config describes \(model, optimizer and "
+                                              r"schedule state\): ValueError"):
         Trainer(config, resume=True)
 
 
