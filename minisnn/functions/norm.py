@@ -139,13 +139,14 @@ class SyncBatchNormFunction(BatchNormFunction):
         xp = get_array_module(gy)
         xn, istd = self.xn, self.istd
         gy3 = gy.reshape(xn.shape)
-        dbeta = gy3.sum(axis=(0, 2))
-        dlambda = (gy3 * xn).sum(axis=(0, 2)) * self.scale
+        C = xn.shape[1]
+        # this rank's sum(gy) and sum(gy * xn) per channel, in float64: its dbeta and dlambda / s, and its
+        # part of G1 and G2, which one allreduce adds up over the ranks
+        own = xp.concatenate([gy3.sum(axis=(0, 2), dtype=xp.float64), (gy3 * xn).sum(axis=(0, 2), dtype=xp.float64)])
+        dbeta, dlambda = own[:C].astype(gy.dtype), (own[C:] * self.scale).astype(gy.dtype)
         gx = None
         if self.needs_input_grad[0]:
-            C = xn.shape[1]
-            sums = xp.concatenate([gy3.sum(axis=(0, 2), dtype=xp.float64),
-                                   (gy3 * xn).sum(axis=(0, 2), dtype=xp.float64)])
+            sums = own.copy()
             self.group.allreduce_(sums, what="the tdBN gradient sums (sync-norm backward)")
             mean_gy = xp.asarray(sums[:C] / self.n, dtype=gy.dtype)[:, None]
             mean_gy_xn = xp.asarray(sums[C:] / self.n, dtype=gy.dtype)[:, None]
