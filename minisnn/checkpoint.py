@@ -35,6 +35,12 @@ def _umask():
     return mask
 
 
+def nearest_existing(path):
+    """``path`` itself if it exists, else the nearest folder above it that does (where writing it would start)."""
+    path = Path(path)
+    return next(place for place in (path, *path.absolute().parents) if place.exists())
+
+
 def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``.
 

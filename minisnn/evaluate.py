@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .backend import xp_for
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, nearest_existing
 from .core import Tensor, no_grad
 from .experiment import ConfigError, load_data, model_for, model_input, saved_config, usable_device
 from .functions.loss import softmax_cross_entropy
@@ -63,7 +63,7 @@ def evaluate_checkpoint(path, data_dir=None, device=None, limit_test=None, eval_
                   limit_test=limit_test if limit_test is not None else config["limit_test"],
                   eval_batch_size=eval_batch_size or config["eval_batch_size"])
     out = Path(out) if out is not None else path.parent / EVAL_FOLDER
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # out, or what it goes in
+    existing = nearest_existing(out)
     if not existing.is_dir():
         raise ConfigError(f"--out {out}: {existing} is a file, not a folder; give a folder for the pictures")
     data = load_data(config)

@@ -38,8 +38,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .backend import as_numpy, xp_for
-from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_checkpoint, read_meta,
-                         remove_stale_temps, save_checkpoint, scalars)
+from .checkpoint import (CheckpointError, atomic_write, finite_flags, load_checkpoint, nearest_existing,
+                         read_meta, remove_stale_temps, save_checkpoint, scalars)
 from .core import Tensor
 from .dist import DataParallel, world
 from .evaluate import EVAL_FILES, EVAL_FOLDER, evaluate
@@ -381,7 +381,7 @@ def run_folder(out, resume, overwrite):
     if held and not resume and not overwrite:
         raise ConfigError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
                           "replace it with --overwrite, or choose another --out")
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ConfigError(f"--out {out}: {existing} cannot be written (permission denied or not a folder); "
                           "choose another --out or fix its permissions")
